@@ -1,0 +1,77 @@
+# Config validation, paths and input functions shared by every stage.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))  # the workflow's own package copy, for validation and code versions
+
+from nexplain.codeversion import code_version
+from nexplain.config import BRODEN_KINDS, validate_config
+from nexplain.errors import ConfigError
+
+try:
+    validate_config(config, source="config")
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+RESULTS = config["results"]
+DATASETS = config["datasets"]
+MODELS = config["models"]
+EXTRACT = config["extract"]
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    model="|".join(map(re.escape, MODELS)),
+    layer="[^/]+",
+
+
+def code(script):
+    """Hash of a script and the package code it imports: a `params:` entry, so edits rerun the rule."""
+    return code_version(Path(workflow.basedir) / "scripts" / f"{script}.py", SRC)
+
+
+def root_of(dataset):
+    """A generated world lives under results/; any other dataset is read where it is."""
+    ds = DATASETS[dataset]
+    return f"{RESULTS}/datasets/{dataset}" if ds["kind"] == "world" else ds["root"]
+
+
+def dataset_root(wildcards):
+    return root_of(wildcards.dataset)
+
+
+def train_dataset_root(wildcards):
+    return root_of(MODELS[wildcards.model]["train"]["dataset"])
+
+
+def model_weights(wildcards):
+    """The weights file a model step reads, if it has one on disk."""
+    m = MODELS[wildcards.model]
+    if m["source"] == "train":
+        return {"checkpoint": f"{RESULTS}/models/{wildcards.model}/checkpoint.pt",
+                "metrics": f"{RESULTS}/models/{wildcards.model}/metrics.json"}
+    if m["source"] == "checkpoint":
+        return {"checkpoint": m["path"]}
+    return {}
+
+
+def reader_kind(dataset):
+    kind = DATASETS[dataset]["kind"]
+    return "broden" if kind in BRODEN_KINDS else kind
+
+
+def activation_outputs():
+    return [
+        f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/activations/{part}.parquet"
+        for t in EXTRACT["targets"] for layer in t["layers"] for part in ("summary", "maps")
+    ]
+
+
+def all_outputs():
+    concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
+    models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
+    return concepts + models + activation_outputs()

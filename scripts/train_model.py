@@ -1,0 +1,22 @@
+"""Train the default model from scratch on the world's classes."""
+import json
+
+from nexplain.data.folder import open_dataset
+from nexplain.io import write_text
+from nexplain.models.train import save_checkpoint, train_classifier
+from nexplain.runner import run_rule
+
+
+def main(snakemake):
+    p = snakemake.params
+    table = open_dataset(p.reader, snakemake.input.root)
+    t = p.train
+    model, metrics = train_classifier(
+        table, arch=p.arch, image_size=p.input["size"], mean=p.input["mean"], std=p.input["std"],
+        epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+        seed=t["seed"], threads=p.threads)
+    save_checkpoint(model, snakemake.output.checkpoint)
+    write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+run_rule(snakemake, main)

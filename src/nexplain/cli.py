@@ -1,0 +1,76 @@
+"""`nexplain ...`: small commands around the workflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nexplain.errors import NexplainError
+
+
+def _check_config(args) -> None:
+    from nexplain.config import load_config
+
+    load_config(args.config)
+    print(f"{args.config}: valid")
+
+
+def _layers(args) -> None:
+    from nexplain.config import load_config
+    from nexplain.hooks import list_layers
+    from nexplain.models.load import load_model
+    from nexplain.models.manifest import read_manifest
+
+    config = load_config(args.config)
+    models = config["models"]
+    if args.model not in models:
+        raise NexplainError(f"unknown model '{args.model}'; valid choices: {', '.join(models)}")
+    spec = models[args.model]
+    if spec["source"] == "train":  # the trained model's manifest holds its layers
+        manifest = Path(config["results"]) / "models" / args.model / "model.json"
+        if not manifest.is_file():
+            raise NexplainError(f"{manifest} not found: run the pipeline first (make run)")
+        print("\n".join(read_manifest(manifest)["layers"]))
+        return
+    print("\n".join(list_layers(load_model(spec).module)))
+
+
+def _code_files(args) -> None:
+    from nexplain.codeversion import code_files, code_version
+
+    root = Path(args.package_root)
+    for path in code_files(args.script, root):
+        print(path.relative_to(root))
+    print(f"code version: {code_version(args.script, root)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nexplain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a config file against the schema")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("layers", help="list the dotted layer names of a configured model")
+    p.add_argument("model")
+    p.add_argument("--config", default="config.yaml")
+    p.set_defaults(func=_layers)
+
+    p = sub.add_parser("code-files", help="the package modules a script depends on (its rerun trigger)")
+    p.add_argument("script")
+    p.add_argument("--package-root", default="src")
+    p.set_defaults(func=_code_files)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except NexplainError as e:
+        print(f"nexplain: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Config validation: the JSON schema, plus the cross-references a schema cannot express."""
+
+from __future__ import annotations
+
+import functools
+import math
+from importlib import resources
+
+import jsonschema
+import yaml
+
+from nexplain.errors import ConfigError
+
+BRODEN_KINDS = ("world", "broden")  # kinds that carry pixel concept masks
+
+
+@functools.cache
+def schema() -> dict:
+    text = resources.files("nexplain").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _deepest(error):
+    # if/then branches nest the useful error inside `context`; report the most specific one
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Raise ConfigError naming the first bad key and what was expected; return config."""
+    validator = jsonschema.Draft202012Validator(schema())
+    # a wrong type explains the other errors at the same key, so it comes first
+    errors = sorted((_deepest(e) for e in validator.iter_errors(config)),
+                    key=lambda e: (list(map(str, e.absolute_path)), e.validator != "type", e.message))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"{source}: key '{_key(e.absolute_path)}': {e.message}")
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: dict, source: str) -> None:
+    datasets, models = config["datasets"], config["models"]
+    for name, ds in datasets.items():
+        if ds["kind"] == "world":
+            total = sum(ds["generate"]["splits"].values())
+            if not math.isclose(total, 1.0, abs_tol=1e-6):
+                raise ConfigError(f"{source}: key 'datasets.{name}.generate.splits': fractions sum to {total:g}, expected 1")
+    for name, m in models.items():
+        if m["source"] == "train":
+            _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
+    for i, t in enumerate(config["extract"]["targets"]):
+        _must_name(t["model"], models, f"extract.targets.{i}.model", source)
+        _must_name(t["dataset"], datasets, f"extract.targets.{i}.dataset", source)
+
+
+def _must_name(value: str, table: dict, key: str, source: str) -> None:
+    if value not in table:
+        raise ConfigError(f"{source}: key '{key}': '{value}' is not defined; valid choices: {', '.join(table)}")
+
+
+def load_config(path) -> dict:
+    """Read and validate a YAML config file (used by the CLI and tests; Snakemake reads its own)."""
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate_config(config, source=str(path))
