@@ -41,7 +41,7 @@ def workflow(tmp_path_factory):
     wf = tmp_path_factory.mktemp("wf")
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, wf / name)
-    for name in ("rules", "scripts"):
+    for name in ("rules", "scripts", "envs"):
         shutil.copytree(REPO / name, wf / name)
     shutil.copytree(REPO / "src" / "nexplain", wf / "src" / "nexplain",
                     ignore=shutil.ignore_patterns("__pycache__"))
