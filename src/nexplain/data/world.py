@@ -1,23 +1,41 @@
-"""The embedded probe world: a generated dataset in Broden's format with known ground truth.
+"""The embedded probe world: a synthetic Broden-format dataset with known ground truth.
 
-Objects of several shapes, colours and textures lie on procedurally textured scene
-backgrounds. Pixel masks: colour, object (shape), texture, part (border, core; one
-PNG per object, so part cells hold several `;`-joined PNGs). Image-level: scene
-(a numeric label). Image class (world extension, `classes.csv` + `image_class.csv`):
-each class is a rule over combinations of concepts, and every image satisfies
-exactly one rule, so a classifier needs compositional units.
+Each image is a procedurally textured scene with one to four analytic shapes on it.
+Every pixel's shape, colour, texture and part is known exactly, and every image has
+a class whose rule combines several concepts ("a red circle", "a dotted object in a
+snow scene"), so units of a model trained on the classes become compositional.
 
-label.csv `frequency` = images containing the label; `coverage` = mean pixel share
-of the label over the images that contain it.
-Image i is drawn from `default_rng([seed, i])`, so it does not depend on n_images;
-the same arguments give byte-identical files.
+Files written under `root` (Broden's format, METHODS.md section 1, plus side files):
+
+    index.csv, category.csv, label.csv, c_<category>.csv
+    images/<split>/<id>.png                         the image, RGB
+    images/<split>/<id>_{color,object,texture}.png  pixel labels, label = R + 256*G
+    images/<split>/<id>_part_<k>.png                border/core of the k-th object
+    classes.csv (number,name,rule), image_class.csv (image,class), world.json
+
+Label numbers are global and start at 1 (0 = unlabelled), numbered category by
+category in index.csv column order. `frequency` (label.csv, c_<category>.csv) is the
+number of images holding the label; `coverage` is the mean share of mask pixels the
+label covers over those images (1.0 for the image-level scene labels). category.csv
+`frequency` counts images holding any label of the category. The world has no
+material labels: that column is empty and category.csv has no material row.
+
+Class rules are existential: "a red circle" holds when at least one object is a red
+circle, whatever else is in the image. Each image satisfies exactly one rule.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import permutations
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -25,354 +43,542 @@ from tqdm import tqdm
 
 from nexplain.io import atomic_dir
 
-COLORS = {
-    "red": (220, 30, 30), "green": (40, 170, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
-    "purple": (140, 40, 180), "orange": (250, 140, 20), "white": (245, 245, 245), "black": (20, 20, 20),
-    "pink": (250, 130, 190), "cyan": (30, 220, 220),
-}
-SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "ring")
+WORLD_VERSION = 1  # bump whenever drawing or rules change: same arguments, new bytes
+
+COLORS = MappingProxyType({
+    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220),
+    "yellow": (240, 220, 30), "purple": (130, 40, 170), "orange": (245, 130, 20),
+    "white": (245, 245, 245), "black": (20, 20, 20), "pink": (245, 140, 190),
+    "cyan": (40, 210, 220),
+})
+SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "ring", "hexagon")
 TEXTURES = ("solid", "striped", "dotted", "checkered", "wavy")
 PARTS = ("border", "core")
-SCENES = ("grass", "water", "sand", "sky", "snow", "road", "forest", "lava")
+SCENES = ("grass", "water", "sand", "sky", "snow", "road", "forest", "lava", "brick", "night")
 
-# label numbers are global, 1.., in this category order
-CATEGORIES = {"color": tuple(COLORS), "object": SHAPES, "part": PARTS, "texture": TEXTURES, "scene": SCENES}
-INDEX_COLUMNS = ["image", "split", "ih", "iw", "sh", "sw", "color", "object", "part", "material", "scene", "texture"]
+# Category -> concept names, in index.csv column order (material has none).
+CATEGORIES = MappingProxyType({
+    "color": tuple(COLORS), "object": SHAPES, "part": PARTS, "scene": SCENES, "texture": TEXTURES,
+})
+LABELS = MappingProxyType({  # (category, name) -> global label number
+    key: number for number, key in enumerate(
+        ((cat, name) for cat, names in CATEGORIES.items() for name in names), start=1)
+})
 
-
-def _label_numbers() -> dict[tuple[str, str], int]:
-    numbers, n = {}, 1
-    for cat, names in CATEGORIES.items():
-        for name in names:
-            numbers[(cat, name)] = n
-            n += 1
-    return numbers
-
-
-LABELS = _label_numbers()
+SPLIT_NAMES = ("train", "val", "test")
+DEFAULT_SPLITS = MappingProxyType({"train": 0.7, "val": 0.1, "test": 0.2})
 
 
-# --- classes: (name, readable rule, predicate over (scene, objects), builder of a positive) ---
-
-def _has(objs, shape=None, color=None, texture=None):
-    return any((shape is None or o[0] == shape) and (color is None or o[1] in _tuple(color))
-               and (texture is None or o[2] == texture) for o in objs)
-
-
-def _tuple(x):
-    return (x,) if isinstance(x, str) else x
+class Obj(NamedTuple):
+    shape: str
+    color: str
+    texture: str
 
 
-CLASSES = [
-    ("red circle", "a red circle",
-     lambda s, o: _has(o, "circle", "red"),
-     lambda r: (None, [("circle", "red", None)])),
-    ("striped square or star on water", "scene water AND (striped square OR star)",
-     lambda s, o: s == "water" and (_has(o, "square", texture="striped") or _has(o, "star")),
-     lambda r: ("water", [("square", None, "striped") if r.random() < 0.5 else ("star", None, None)])),
-    ("dotted in snow", "scene snow AND a dotted object",
-     lambda s, o: s == "snow" and _has(o, texture="dotted"),
-     lambda r: ("snow", [(None, None, "dotted")])),
-    ("yellow and purple", "a yellow object AND a purple object",
-     lambda s, o: _has(o, color="yellow") and _has(o, color="purple"),
-     lambda r: (None, [(None, "yellow", None), (None, "purple", None)])),
-    ("checkered cross", "a checkered cross",
-     lambda s, o: _has(o, "cross", texture="checkered"),
-     lambda r: (None, [("cross", None, "checkered")])),
-    ("green on road", "scene road AND a green object",
-     lambda s, o: s == "road" and _has(o, color="green"),
-     lambda r: ("road", [(None, "green", None)])),
-    ("blue triangle on sand", "scene sand AND a blue triangle",
-     lambda s, o: s == "sand" and _has(o, "triangle", "blue"),
-     lambda r: ("sand", [("triangle", "blue", None)])),
-    ("two rings", "at least two rings",
-     lambda s, o: sum(x[0] == "ring" for x in o) >= 2,
-     lambda r: (None, [("ring", None, None), ("ring", None, None)])),
-    ("orange hexagon in forest or lava", "scene (forest OR lava) AND an orange hexagon",
-     lambda s, o: s in ("forest", "lava") and _has(o, "hexagon", "orange"),
-     lambda r: (("forest", "lava")[int(r.integers(2))], [("hexagon", "orange", None)])),
-    ("wavy black or white", "a wavy object that is black OR white",
-     lambda s, o: _has(o, color=("black", "white"), texture="wavy"),
-     lambda r: (None, [(None, ("black", "white")[int(r.integers(2))], "wavy")])),
-]
+def _pick(rng, values):
+    return values[rng.integers(len(values))]
 
 
-def matching_classes(scene: str, objects: list[tuple[str, str, str]]) -> list[int]:
-    """Ground truth: the classes whose rule holds for a scene and (shape, colour, texture) objects."""
-    return [k for k, (_, _, rule, _) in enumerate(CLASSES) if rule(scene, objects)]
+@dataclass(frozen=True)
+class Need:
+    """One object a class rule requires: the allowed values of each attribute."""
+    shapes: tuple[str, ...] = SHAPES
+    colors: tuple[str, ...] = tuple(COLORS)
+    textures: tuple[str, ...] = TEXTURES
+
+    def matches(self, obj: Obj) -> bool:
+        return obj.shape in self.shapes and obj.color in self.colors and obj.texture in self.textures
+
+    def sample(self, rng) -> Obj:
+        return Obj(_pick(rng, self.shapes), _pick(rng, self.colors), _pick(rng, self.textures))
 
 
-# --- sampling ---
+@dataclass(frozen=True)
+class ClassRule:
+    """A class: the scene must be one of `scenes` and distinct objects must meet `needs`."""
+    name: str
+    rule: str
+    needs: tuple[Need, ...]
+    scenes: tuple[str, ...] = SCENES
 
-def _fill(rng, spec):
-    shape, color, texture = spec
-    return (shape or SHAPES[rng.integers(len(SHAPES))],
-            color or tuple(COLORS)[rng.integers(len(COLORS))],
-            texture or TEXTURES[rng.integers(len(TEXTURES))])
+    def holds(self, scene: str, objects) -> bool:
+        if scene not in self.scenes:
+            return False
+        return any(all(need.matches(o) for need, o in zip(self.needs, chosen))
+                   for chosen in permutations(objects, len(self.needs)))
 
 
-def sample_scene(rng, cls: int, tries: int = 200):
-    """A scene and objects satisfying exactly class `cls`."""
-    build = CLASSES[cls][3]
-    for attempt in range(tries):
-        scene, required = build(rng)
-        scene = scene or SCENES[rng.integers(len(SCENES))]
-        objects = [_fill(rng, spec) for spec in required]
-        n_extra = 0 if attempt > tries // 2 else int(rng.choice(3, p=[0.2, 0.4, 0.4]))
-        objects += [_fill(rng, (None, None, None)) for _ in range(n_extra)]
-        order = rng.permutation(len(objects))
-        objects = [objects[i] for i in order]
+CLASSES = (
+    ClassRule("red_circle", "a red circle", (Need(shapes=("circle",), colors=("red",)),)),
+    ClassRule("striped_square_or_star_on_water", "a striped square or star, in a water scene",
+              (Need(shapes=("square", "star"), textures=("striped",)),), scenes=("water",)),
+    ClassRule("dotted_object_in_snow", "a dotted object, in a snow scene",
+              (Need(textures=("dotted",)),), scenes=("snow",)),
+    ClassRule("yellow_and_purple", "a yellow object and a purple object",
+              (Need(colors=("yellow",)), Need(colors=("purple",)))),
+    ClassRule("checkered_cross", "a checkered cross",
+              (Need(shapes=("cross",), textures=("checkered",)),)),
+    ClassRule("green_object_on_road", "a green object, in a road scene",
+              (Need(colors=("green",)),), scenes=("road",)),
+    ClassRule("blue_triangle_on_sand", "a blue triangle, in a sand scene",
+              (Need(shapes=("triangle",), colors=("blue",)),), scenes=("sand",)),
+    ClassRule("diamond_not_red", "a diamond that is not red",
+              (Need(shapes=("diamond",), colors=tuple(c for c in COLORS if c != "red")),)),
+    ClassRule("two_circles", "two or more circles",
+              (Need(shapes=("circle",)), Need(shapes=("circle",)))),
+    ClassRule("wavy_ring_or_hexagon", "a wavy ring or hexagon",
+              (Need(shapes=("ring", "hexagon"), textures=("wavy",)),)),
+)
+
+
+def matching_classes(scene: str, objects) -> list[int]:
+    """Numbers of the class rules that (scene, objects) satisfies."""
+    return [c for c, rule in enumerate(CLASSES) if rule.holds(scene, objects)]
+
+
+# ---------------------------------------------------------------- scenes
+
+class _Grid(NamedTuple):
+    n: int           # image side in pixels
+    s: float         # scale relative to the 112 px design size
+    y: np.ndarray    # (n, 1) pixel-centre rows
+    x: np.ndarray    # (1, n) pixel-centre columns
+
+
+def _noise(rng, n, cells):
+    """Smooth value noise in [0, 1]: a random (cells+1)^2 grid, bilinearly upsampled."""
+    g = rng.random((cells + 1, cells + 1))
+    t = (np.arange(n) + 0.5) / n * cells
+    i = np.minimum(t.astype(int), cells - 1)
+    f = t - i
+    rows = g[i] * (1 - f)[:, None] + g[i + 1] * f[:, None]
+    return rows[:, i] * (1 - f) + rows[:, i + 1] * f
+
+
+def _mix(a, b, t):
+    """Blend colours (or images) a and b with per-pixel weight t."""
+    t = np.clip(t, 0, 1)[..., None]
+    return np.asarray(a, float) * (1 - t) + np.asarray(b, float) * t
+
+
+def _grass(rng, g):
+    blades = 0.6 * rng.random((1, g.n)) + 0.4 * _noise(rng, g.n, 6)
+    return _mix((40, 110, 30), (110, 190, 70), blades)
+
+
+def _water(rng, g):
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    ripple = 0.3 * np.sin(2 * np.pi * g.x / (40 * g.s) + phase[0])
+    wave = np.sin(2 * np.pi * (g.y / (7 * g.s) + ripple) + phase[1])
+    return _mix((20, 60, 150), (80, 150, 220), ((wave + 1) / 2) ** 3)
+
+
+def _sand(rng, g):
+    base = _mix((200, 170, 110), (235, 210, 150), _noise(rng, g.n, 4))
+    return _mix(base, (140, 110, 70), rng.random((g.n, g.n)) < 0.08)
+
+
+def _sky(rng, g):
+    blue = _mix((70, 130, 220), (190, 220, 250), g.y / g.n + 0.1 * _noise(rng, g.n, 4))
+    return _mix(blue, (250, 250, 250), (_noise(rng, g.n, 3) - 0.6) * 3)
+
+
+def _snow(rng, g):
+    return _mix((205, 215, 230), (250, 252, 255), _noise(rng, g.n, 5))
+
+
+def _road(rng, g):
+    base = _mix((60, 60, 65), (100, 100, 105), 0.5 * rng.random((g.n, g.n)) + 0.5 * _noise(rng, g.n, 8))
+    dash = (np.abs(g.y - g.n / 2) < 1.5 * g.s) & ((g.x / (12 * g.s) + rng.random()) % 1 < 0.5)
+    if rng.random() < 0.5:
+        dash = dash.T  # vertical road
+    return _mix(base, (235, 235, 220), dash)
+
+
+def _forest(rng, g):
+    crowns = _noise(rng, g.n, 7)
+    return _mix((15, 50, 20), (45, 110, 45), 0.7 * (crowns > 0.5) + 0.3 * crowns)
+
+
+def _lava(rng, g):
+    cracks = np.exp(-(((_noise(rng, g.n, 6) - 0.5) / 0.05) ** 2))
+    return _mix((70, 15, 5), (255, 170, 30), cracks + 0.2 * _noise(rng, g.n, 12))
+
+
+def _brick(rng, g):
+    h, w, joint = 8 * g.s, 18 * g.s, 1.2 * g.s
+    shifted = g.x + (np.floor(g.y / h) % 2) * w / 2  # every other row offset by half a brick
+    mortar = (g.y % h < joint) | (shifted % w < joint)
+    return _mix(_mix((150, 60, 40), (185, 85, 55), _noise(rng, g.n, 10)), (200, 195, 185), mortar)
+
+
+def _night(rng, g):
+    sky = _mix((5, 8, 30), (25, 30, 80), g.y / g.n + np.zeros((1, g.n)))
+    return _mix(sky, (255, 255, 230), rng.random((g.n, g.n)) < 0.006)
+
+
+_BACKGROUNDS = {"grass": _grass, "water": _water, "sand": _sand, "sky": _sky, "snow": _snow,
+                "road": _road, "forest": _forest, "lava": _lava, "brick": _brick, "night": _night}
+assert tuple(_BACKGROUNDS) == SCENES
+
+
+def _background(rng, scene, n):
+    y = np.arange(n, dtype=float)[:, None] + 0.5
+    image = _BACKGROUNDS[scene](rng, _Grid(n, n / 112, y, y.T))
+    return image * rng.uniform(0.9, 1.1)
+
+
+# ---------------------------------------------------------------- objects
+
+def _star(points=5, inner=0.45):
+    angles = -np.pi / 2 + np.arange(2 * points) * np.pi / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+
+
+def _regular(k, start):
+    angles = np.deg2rad(start + np.arange(k) * 360 / k)
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+_A, _W = 0.94, 0.3  # cross arm length and half-width
+# Polygon vertices in units of the object radius, y down; all lie within radius 1
+# so an object centred >= r from the edges stays inside the image.
+_POLYGONS = {
+    "square": np.array([(-0.7, -0.7), (0.7, -0.7), (0.7, 0.7), (-0.7, 0.7)]),
+    "triangle": _regular(3, -90),
+    "star": _star(),
+    "cross": np.array([(-_W, -_A), (_W, -_A), (_W, -_W), (_A, -_W), (_A, _W), (_W, _W),
+                       (_W, _A), (-_W, _A), (-_W, _W), (-_A, _W), (-_A, -_W), (-_W, -_W)]),
+    "diamond": np.array([(0, -1), (0.62, 0), (0, 1), (-0.62, 0)]),
+    "hexagon": _regular(6, 0),
+}
+
+
+def _in_polygon(u, v, verts):
+    """Even-odd rule, vectorised over pixels: a rightward ray crosses the edges an odd number of times."""
+    inside = np.zeros(np.broadcast(u, v).shape, bool)
+    for (x0, y0), (x1, y1) in zip(verts, np.roll(verts, 1, axis=0)):
+        crosses = (y0 > v) != (y1 > v)
+        with np.errstate(divide="ignore", invalid="ignore"):  # horizontal edges never cross
+            x_at = x0 + (v - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (u < x_at)
+    return inside
+
+
+def _shape_mask(shape, u, v):
+    rho2 = u * u + v * v
+    if shape == "circle":
+        return rho2 <= 1
+    if shape == "ring":
+        return (rho2 <= 1) & (rho2 >= 0.55 ** 2)
+    return _in_polygon(u, v, _POLYGONS[shape])
+
+
+def _texture_mask(texture, px, py, p):
+    """Pixels drawn in the contrasting shade; px, py in pixels from the centre, p the period."""
+    if texture == "solid":
+        return np.zeros(px.shape, bool)
+    if texture == "striped":
+        return np.floor((px + py) / p) % 2 == 1
+    if texture == "dotted":
+        step = 1.2 * p
+        dx, dy = px - step * np.round(px / step), py - step * np.round(py / step)
+        return dx * dx + dy * dy < (0.35 * step) ** 2
+    if texture == "checkered":
+        return (np.floor(px / p) + np.floor(py / p)) % 2 == 1
+    if texture == "wavy":
+        return np.floor((py + 0.35 * p * np.sin(np.pi * px / p)) / p) % 2 == 1
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _shade(rgb):
+    """A contrasting shade of the same hue: lighten dark colours, darken light ones."""
+    rgb = np.asarray(rgb, float)
+    if rgb @ (0.299, 0.587, 0.114) < 128:
+        return rgb + (255 - rgb) * 0.5
+    return rgb * 0.55
+
+
+def _erode(mask, steps):
+    """4-neighbour binary erosion; outside the array counts as background."""
+    out = np.pad(mask, steps)
+    for _ in range(steps):
+        m = out.copy()
+        m[1:] &= out[:-1]
+        m[:-1] &= out[1:]
+        m[:, 1:] &= out[:, :-1]
+        m[:, :-1] &= out[:, 1:]
+        out = m
+    return out[steps:-steps, steps:-steps]
+
+
+def _draw(obj, x, y, r, angle, n):
+    """Rasterise one object on its bounding box: (box, inside, shaded, border)."""
+    x0, x1 = max(int(x - r) - 1, 0), min(int(x + r) + 2, n)
+    y0, y1 = max(int(y - r) - 1, 0), min(int(y + r) + 2, n)
+    dx = np.arange(x0, x1)[None, :] + 0.5 - x
+    dy = np.arange(y0, y1)[:, None] + 0.5 - y
+    pu = np.cos(angle) * dx + np.sin(angle) * dy  # rotate into the object's frame
+    pv = -np.sin(angle) * dx + np.cos(angle) * dy
+    inside = _shape_mask(obj.shape, pu / r, pv / r)
+    shaded = _texture_mask(obj.texture, pu, pv, max(2.0, r / 2.2))
+    border = inside & ~_erode(inside, max(1, round(r * 0.22)))
+    return (slice(y0, y1), slice(x0, x1)), inside, shaded, border
+
+
+def _paint(objects, layout, n):
+    """Draw objects in order (later ones occlude earlier ones).
+
+    Returns owner (0 = background, k = k-th object), part (1 border, 2 core of the
+    owner), the objects' colours, and each object's full (unoccluded) area.
+    """
+    owner = np.zeros((n, n), np.int16)
+    part = np.zeros((n, n), np.uint8)
+    rgb = np.zeros((n, n, 3))
+    areas = []
+    for k, (obj, geom) in enumerate(zip(objects, layout), start=1):
+        box, inside, shaded, border = _draw(obj, *geom, n)
+        base = np.asarray(COLORS[obj.color], float)
+        owner[box][inside] = k
+        part[box][inside] = np.where(border, 1, 2)[inside]
+        rgb[box][inside] = np.where(shaded[..., None], _shade(base), base)[inside]
+        areas.append(int(inside.sum()))
+    return owner, part, rgb, areas
+
+
+_MIN_VISIBLE = 0.5    # share of its own area an object must keep after occlusion
+_MIN_MASK_PIXELS = 2  # and mask pixels, so the object is present in the ground truth
+_MAX_TRIES = 1000
+
+
+def _place(rng, objects, n, idx):
+    """Random positions/sizes until every object stays visible enough at both resolutions."""
+    s = n / 112
+    for _ in range(_MAX_TRIES):
+        r = rng.uniform(9 * s, 20 * s, len(objects))  # 18-40 px diameter at 112 px
+        x, y = rng.uniform(r, n - r, (2, len(objects)))
+        angle = np.deg2rad(rng.uniform(-15, 15, len(objects)))
+        owner, part, rgb, areas = _paint(objects, list(zip(x, y, r, angle)), n)
+        owner_m = owner[np.ix_(idx, idx)]
+        if all((owner == k).sum() >= _MIN_VISIBLE * a and (owner_m == k).sum() >= _MIN_MASK_PIXELS
+               for k, a in enumerate(areas, start=1)):
+            return owner, part, rgb
+    raise RuntimeError(f"could not place {len(objects)} visible objects at image_size {n}")
+
+
+def _sample_content(rng, cls):
+    """Scene and objects meeting class `cls`'s rule and no other rule."""
+    rule = CLASSES[cls]
+    for _ in range(_MAX_TRIES):
+        scene = _pick(rng, rule.scenes)
+        objects = [need.sample(rng) for need in rule.needs]
+        objects += [Need().sample(rng) for _ in range(rng.integers(0, 3))]  # 0-2 distractors
+        rng.shuffle(objects)  # draw order: required objects are not always on top
         if matching_classes(scene, objects) == [cls]:
             return scene, objects
-    raise RuntimeError(f"could not sample class {CLASSES[cls][0]!r}")  # unreachable with these rules
+    raise RuntimeError(f"could not sample an image of class {rule.name}")
 
 
-def _place(rng, n: int, size: int, tries: int = 500):
-    """Non-overlapping (cx, cy, r) circles inside the image, so every object stays fully visible."""
-    lo, hi = 0.09 * size, 0.17 * size
-    for _ in range(tries):
-        placed = []
-        for _ in range(n):
-            for _ in range(100):
-                r = rng.uniform(lo, hi)
-                cx, cy = rng.uniform(r + 1, size - r - 1, size=2)
-                if all(np.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
-                    placed.append((cx, cy, r))
-                    break
-        if len(placed) == n:
-            return placed
-        lo, hi = lo * 0.95, hi * 0.95  # crowded: shrink and retry
-    raise RuntimeError(f"could not place {n} objects in {size}px")
+class Sample(NamedTuple):
+    image: np.ndarray   # (n, n, 3) uint8
+    scene: str
+    objects: list[Obj]  # in draw order
+    owner: np.ndarray   # (m, m) int: 0 background, k = objects[k-1]
+    part: np.ndarray    # (m, m) uint8: 1 border, 2 core
 
 
-# --- rendering ---
-
-def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Pixels of a unit-radius shape in normalised coordinates (u right, v down)."""
-    rho, theta = np.hypot(u, v), np.arctan2(v, u)
-    if shape == "circle":
-        return rho <= 1
-    if shape == "square":
-        return np.maximum(abs(u), abs(v)) <= 0.8
-    if shape == "triangle":
-        return (v <= 0.75) & (abs(u) <= (v + 1) * 0.55)
-    if shape == "star":
-        return rho <= 0.45 + 0.55 * ((np.cos(5 * (theta + np.pi / 2)) + 1) / 2) ** 2
-    if shape == "cross":
-        return ((abs(u) <= 0.3) & (abs(v) <= 0.95)) | ((abs(v) <= 0.3) & (abs(u) <= 0.95))
-    if shape == "diamond":
-        return abs(u) + abs(v) <= 1
-    if shape == "hexagon":
-        return np.maximum(abs(u) * 0.866 + abs(v) * 0.5, abs(v)) <= 0.87
-    if shape == "ring":
-        return (rho <= 1) & (rho >= 0.55)
-    raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
+def make_sample(seed: int, i: int, cls: int, image_size: int, mask_size: int) -> Sample:
+    """Image i of the world, given its class; depends on (seed, i) only, not on n_images."""
+    rng = np.random.default_rng([seed, i])
+    scene, objects = _sample_content(rng, cls)
+    idx = ((np.arange(mask_size) + 0.5) * image_size / mask_size).astype(int)  # mask cell centres
+    image = _background(rng, scene, image_size)
+    owner, part, rgb = _place(rng, objects, image_size, idx)
+    image = np.where(owner[..., None] > 0, rgb, image) + rng.normal(0, 3, image.shape)
+    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return Sample(image, scene, objects, owner[np.ix_(idx, idx)], part[np.ix_(idx, idx)])
 
 
-def texture_pattern(texture: str, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
-    """Where the contrasting shade goes."""
-    if texture == "solid":
-        return np.zeros(x.shape, bool)
-    if texture == "striped":
-        return ((x + y) // (period / 2)) % 2 == 1
-    if texture == "dotted":
-        dx, dy = x % period - period / 2, y % period - period / 2
-        return dx * dx + dy * dy <= (period / 4) ** 2
-    if texture == "checkered":
-        return ((x // (period / 2)) + (y // (period / 2))) % 2 == 1
-    if texture == "wavy":
-        return ((y + 0.25 * period * np.sin(x * 2 * np.pi / period)) // (period / 2)) % 2 == 1
-    raise ValueError(f"unknown texture {texture!r}; valid: {', '.join(TEXTURES)}")
+# ---------------------------------------------------------------- writing
+
+def _save_png(array, path):
+    Image.fromarray(array).save(path, format="PNG", compress_level=6)  # no text chunks
 
 
-def _shade(rgb) -> np.ndarray:
-    rgb = np.asarray(rgb, float)
-    # darken light colours, lighten dark ones: the hue stays recognisable
-    return rgb * 0.5 if rgb.mean() > 100 else rgb + (255 - rgb) * 0.45
-
-
-def _smooth_noise(rng, size: int, cells: int) -> np.ndarray:
-    small = (rng.random((cells, cells)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((size, size), Image.BILINEAR), float) / 255 - 0.5
-
-
-def background(scene: str, rng, size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size].astype(float) * (112 / size)
-    fine = rng.random((size, size)) - 0.5
-    base = {"grass": (60, 140, 50), "water": (40, 90, 180), "sand": (215, 190, 130), "sky": (120, 170, 240),
-            "snow": (232, 236, 244), "road": (80, 80, 86), "forest": (30, 80, 35), "lava": (120, 22, 12)}[scene]
-    img = np.broadcast_to(np.asarray(base, float), (size, size, 3)).copy()
-    if scene == "grass":
-        img += (40 * fine + 25 * np.sin(x * 1.3 + 3 * fine))[..., None]
-    elif scene == "water":
-        img += (25 * np.sin(y * 0.6 + 2 * np.sin(x * 0.15)))[..., None] * np.array([0.5, 0.8, 1.0])
-    elif scene == "sand":
-        img += (30 * fine * (rng.random((size, size)) < 0.3))[..., None]
-    elif scene == "sky":
-        img += (y / 112)[..., None] * np.array([80, 55, 10]) + 20 * _smooth_noise(rng, size, 4)[..., None]
-    elif scene == "snow":
-        img += (15 * fine)[..., None]
-    elif scene == "road":
-        img += (12 * fine)[..., None]
-        lane = (abs(x - 56) < 2) & ((y // 10) % 2 == 0)
-        img[lane] = (230, 220, 90)
-    elif scene == "forest":
-        img += (60 * _smooth_noise(rng, size, 8))[..., None] * np.array([0.6, 1.0, 0.6])
-    elif scene == "lava":
-        cracks = np.abs(np.sin(x * 0.3 + 4 * _smooth_noise(rng, size, 5)) * np.sin(y * 0.25)) < 0.15
-        img[cracks] = (250, 150, 30)
-    return img
-
-
-def render(scene: str, objects, rng, size: int):
-    """RGB uint8 image and the per-pixel object index (-1 = background) at full resolution."""
-    img = background(scene, rng, size)
-    owner = np.full((size, size), -1, np.int16)
-    yy, xx = np.mgrid[0:size, 0:size].astype(float) + 0.5
-    period = max(4.0, size / 14)
-    for k, ((shape, color, texture), (cx, cy, r)) in enumerate(zip(objects, _place(rng, len(objects), size))):
-        theta = rng.uniform(-0.3, 0.3) if shape in ("square", "cross", "hexagon") else 0.0
-        du, dv = (xx - cx) / r, (yy - cy) / r
-        u, v = du * np.cos(theta) + dv * np.sin(theta), -du * np.sin(theta) + dv * np.cos(theta)
-        mask = shape_mask(shape, u, v)
-        alt = texture_pattern(texture, xx - cx, yy - cy, period)
-        img[mask] = np.where(alt[mask][:, None], _shade(COLORS[color]), np.asarray(COLORS[color], float))
-        owner[mask] = k
-    return np.clip(img, 0, 255).round().astype(np.uint8), owner
-
-
-def _downsample(owner: np.ndarray, mask_size: int) -> np.ndarray:
-    """Sample the label map at mask-pixel centres, so masks align with the image."""
-    idx = ((np.arange(mask_size) + 0.5) * owner.shape[0] / mask_size).astype(int)
-    return owner[np.ix_(idx, idx)]
-
-
-def _border(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
-
-
-def _label_png(labels: np.ndarray, path: Path) -> None:
+def _save_labels(labels, path):
     rgb = np.zeros(labels.shape + (3,), np.uint8)
-    rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256  # Broden: label = R + 256 * G
-    Image.fromarray(rgb).save(path, format="PNG", compress_level=6)
+    rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256
+    _save_png(rgb, path)
 
 
-# --- the dataset ---
+class _Stats:
+    """Per-label image and pixel counts (frequency/coverage), per-category image counts."""
 
-def _check_args(n_images, image_size, mask_size, splits):
-    if not isinstance(n_images, int) or n_images < 1:
-        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be at least 16, got {image_size!r}")
-    if not 1 <= mask_size <= image_size:
-        raise ValueError(f"mask_size must be between 1 and image_size ({image_size}), got {mask_size!r}")
-    if set(splits) - {"train", "val", "test"} or abs(sum(splits.values()) - 1) > 1e-6:
-        raise ValueError(f"splits must map train/val/test to fractions summing to 1, got {splits!r}")
+    def __init__(self):
+        self.images = np.zeros(len(LABELS) + 1, np.int64)
+        self.pixels = np.zeros(len(LABELS) + 1, np.int64)
+        self.category_images = dict.fromkeys(CATEGORIES, 0)
 
-
-def assign(n: int, seed: int, splits: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced classes and exact split fractions, both shuffled from the seed."""
-    rng = np.random.default_rng([seed, 2**31])
-    classes = rng.permutation(np.arange(n) % len(CLASSES))
-    counts = np.floor(np.array(list(splits.values())) * n).astype(int)
-    counts[0] += n - counts.sum()
-    split = rng.permutation(np.repeat(list(splits), counts))
-    return classes, split
+    def add(self, category, labels):
+        counts = np.bincount(labels.ravel(), minlength=len(LABELS) + 1)
+        counts[0] = 0
+        self.images += counts > 0
+        self.pixels += counts
+        self.category_images[category] += int(counts.any())
 
 
-def generate_world(root, *, n_images=3000, image_size=112, mask_size=56, seed=0,
-                   splits=None, progress=True) -> dict:
-    """Write the world to `root` (atomically) in Broden format; return a summary."""
-    splits = dict(splits or {"train": 0.7, "val": 0.1, "test": 0.2})
-    _check_args(n_images, image_size, mask_size, splits)
-    classes, split = assign(n_images, seed, splits)
-    n_labels = len(LABELS)
-    freq = np.zeros(n_labels + 1, np.int64)      # images containing each label
-    share = np.zeros(n_labels + 1, np.float64)   # summed pixel share over those images
-    rows, class_rows = [], []
-    with atomic_dir(root) as tmp:
-        (tmp / "images" / "world").mkdir(parents=True)
-        for i in tqdm(range(n_images), desc="world", disable=not progress, mininterval=2):
-            rng = np.random.default_rng([seed, i])
-            scene, objects = sample_scene(rng, int(classes[i]))
-            img, owner = render(scene, objects, rng, image_size)
-            stem = f"world/{i:05d}"
-            Image.fromarray(img).save(tmp / "images" / f"{stem}.png", format="PNG", compress_level=6)
-            row = _write_masks(tmp / "images", stem, objects, _downsample(owner, mask_size), freq, share)
-            freq[LABELS[("scene", scene)]] += 1
-            share[LABELS[("scene", scene)]] += 1.0
-            rows.append({"image": f"{stem}.png", "split": split[i], "ih": image_size, "iw": image_size,
-                         "sh": mask_size, "sw": mask_size, "material": "", "scene": str(LABELS[("scene", scene)]), **row})
-            class_rows.append((f"{stem}.png", int(classes[i])))
-        _write_tables(tmp, rows, class_rows, freq, share)
-        params = {"n_images": n_images, "image_size": image_size, "mask_size": mask_size, "seed": seed, "splits": splits}
-        (tmp / "world.json").write_text(json.dumps(
-            {"generator": "nexplain.data.world", "params": params,
-             "concepts": {c: list(names) for c, names in CATEGORIES.items()},
-             "classes": [{"number": k, "name": n, "rule": r} for k, (n, r, _, _) in enumerate(CLASSES)]},
-            indent=2, sort_keys=True) + "\n")
-    return {"n_images": n_images, "n_concepts": n_labels, "n_classes": len(CLASSES),
-            "class_counts": np.bincount(classes, minlength=len(CLASSES)).tolist()}
+def _lut(category, names):
+    """Lookup table owner index -> label number of each object's attribute (0 -> 0)."""
+    return np.array([0] + [LABELS[category, name] for name in names], np.int32)
 
 
-def _write_masks(images: Path, stem: str, objects, owner: np.ndarray, freq, share) -> dict:
-    """Write colour/object/texture PNGs and one part PNG per object; return the index cells."""
-    cells = {}
-    area = owner.size
-    for cat, attr in (("color", 1), ("object", 0), ("texture", 2)):
-        labels = np.zeros(owner.shape, np.int32)
-        for k, obj in enumerate(objects):
-            labels[owner == k] = LABELS[(cat, obj[attr])]
-        _label_png(labels, images / f"{stem}_{cat}.png")
-        cells[cat] = f"{stem}_{cat}.png"
-        _count(labels, area, freq, share)
+def _write_sample(images_dir, stem, sample, stats):
+    """Write one image and its label PNGs; return its index.csv row."""
+    _save_png(sample.image, images_dir / f"{stem}.png")
+    row = {"image": f"{stem}.png", "ih": sample.image.shape[0], "iw": sample.image.shape[1],
+           "sh": sample.owner.shape[0], "sw": sample.owner.shape[1], "material": ""}
+    for category, field in (("color", "color"), ("object", "shape"), ("texture", "texture")):
+        labels = _lut(category, [getattr(o, field) for o in sample.objects])[sample.owner]
+        _save_labels(labels, images_dir / f"{stem}_{category}.png")
+        stats.add(category, labels)
+        row[category] = f"{stem}_{category}.png"
+    part_labels = _lut("part", PARTS)[sample.part]
     parts = []
-    part_labels = np.zeros(owner.shape, np.int32)
-    for k in range(len(objects)):
-        mask = owner == k
-        if not mask.any():
-            continue
-        labels = np.zeros(owner.shape, np.int32)
-        border = _border(mask)
-        labels[border] = LABELS[("part", "border")]
-        labels[mask & ~border] = LABELS[("part", "core")]
-        part_labels = np.maximum(part_labels, labels)
-        _label_png(labels, images / f"{stem}_part_{k}.png")
+    for k in range(1, len(sample.objects) + 1):  # one PNG per object: Broden's multi-part cell
         parts.append(f"{stem}_part_{k}.png")
-    _count(part_labels, area, freq, share)
-    cells["part"] = ";".join(parts)
-    return cells
+        _save_labels(np.where(sample.owner == k, part_labels, 0), images_dir / parts[-1])
+    stats.add("part", part_labels)
+    row["part"] = ";".join(parts)
+    scene = LABELS["scene", sample.scene]
+    stats.add("scene", np.full(sample.owner.shape, scene))
+    row["scene"] = str(scene)
+    return row
 
 
-def _count(labels: np.ndarray, area: int, freq, share) -> None:
-    counts = np.bincount(labels.ravel(), minlength=len(freq))[: len(freq)]
-    present = np.flatnonzero(counts[1:]) + 1
-    freq[present] += 1
-    share[present] += counts[present] / area
+INDEX_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw",
+                 "color", "object", "part", "material", "scene", "texture")
 
 
-def _write_tables(root: Path, rows, class_rows, freq, share) -> None:
-    def write(name, header, data):
-        with open(root / name, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(data)
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
-    write("index.csv", INDEX_COLUMNS, [[r.get(c, "") for c in INDEX_COLUMNS] for r in rows])
-    coverage = np.divide(share, np.maximum(freq, 1))
-    labels, cats = [], []
-    for cat, names in CATEGORIES.items():
-        numbers = [LABELS[(cat, n)] for n in names]
-        codes = [[code, LABELS[(cat, n)], n, int(freq[LABELS[(cat, n)]]), f"{coverage[LABELS[(cat, n)]]:.6f}"]
-                 for code, n in enumerate(names, start=1)]
-        write(f"c_{cat}.csv", ["code", "number", "name", "frequency", "coverage"], codes)
-        cat_images = len({r["image"] for r in rows if r.get(cat)})
-        cats.append([cat, min(numbers), max(numbers), len(names), cat_images])
-        labels += [[LABELS[(cat, n)], n, f"{cat}({int(freq[LABELS[(cat, n)]])})", int(freq[LABELS[(cat, n)]]),
-                    f"{coverage[LABELS[(cat, n)]]:.6f}", ""] for n in names]
-    write("category.csv", ["name", "first", "last", "count", "frequency"], cats)
-    write("label.csv", ["number", "name", "category", "frequency", "coverage", "syns"], labels)
-    write("classes.csv", ["number", "name", "rule"], [[k, n, r] for k, (n, r, _, _) in enumerate(CLASSES)])
-    write("image_class.csv", ["image", "class"], class_rows)
+
+def _write_tables(root, rows, stats, n_mask_pixels):
+    _write_csv(root / "index.csv", INDEX_COLUMNS, ([row[c] for c in INDEX_COLUMNS] for row in rows))
+    freq = stats.images
+
+    def coverage(number):
+        return f"{stats.pixels[number] / max(freq[number] * n_mask_pixels, 1):.6f}"
+
+    labels, categories = [], []
+    for category, names in CATEGORIES.items():
+        numbers = [LABELS[category, name] for name in names]
+        categories.append((category, numbers[0], numbers[-1], len(numbers), stats.category_images[category]))
+        _write_csv(root / f"c_{category}.csv", ("code", "number", "name", "frequency", "coverage"),
+                   [(code, num, name, freq[num], coverage(num))
+                    for code, (num, name) in enumerate(zip(numbers, names), start=1)])
+        labels += [(num, name, f"{category}({freq[num]})", freq[num], coverage(num), "")
+                   for num, name in zip(numbers, names)]
+    _write_csv(root / "label.csv", ("number", "name", "category", "frequency", "coverage", "syns"), labels)
+    _write_csv(root / "category.csv", ("name", "first", "last", "count", "frequency"), categories)
+
+
+def _write_classes(root, rows, classes):
+    _write_csv(root / "classes.csv", ("number", "name", "rule"),
+               [(c, rule.name, rule.rule) for c, rule in enumerate(CLASSES)])
+    _write_csv(root / "image_class.csv", ("image", "class"),
+               [(row["image"], int(c)) for row, c in zip(rows, classes)])
+
+
+# ---------------------------------------------------------------- schedule
+
+_CLASS_STREAM, _SPLIT_STREAM = 1, 2  # last seed word, nonzero: [a, b, 0] would equal [a, b]
+
+
+def _image_classes(seed, n_images):
+    """Each block of K consecutive images holds every class once, in a seeded order:
+    balanced classes, and image i's class does not depend on n_images."""
+    k = len(CLASSES)
+    blocks = [np.random.default_rng([seed, b, _CLASS_STREAM]).permutation(k)
+              for b in range(math.ceil(n_images / k))]
+    return np.concatenate(blocks)[:n_images]
+
+
+def _assign_splits(classes, splits, seed):
+    """Exact split sizes, stratified by class: shuffle each class, spread its images
+    evenly over one shared order, and cut that order at the cumulative fractions."""
+    n = len(classes)
+    key = np.empty(n)
+    for c in np.unique(classes):
+        ids = np.flatnonzero(classes == c)
+        perm = np.random.default_rng([seed, int(c), _SPLIT_STREAM]).permutation(ids)
+        key[perm] = (np.arange(len(ids)) + 0.5) / len(ids)
+    order = np.lexsort((classes, key))
+    names = [s for s in SPLIT_NAMES if s in splits]
+    cuts = np.round(np.cumsum([splits[s] for s in names]) * n).astype(int)
+    cuts[-1] = n
+    out = np.empty(n, dtype=object)
+    for name, start, stop in zip(names, np.r_[0, cuts[:-1]], cuts):
+        out[order[start:stop]] = name
+    return out
+
+
+def _validate(n_images, image_size, mask_size, seed, splits):
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(n_images) or n_images < 1:
+        raise ValueError(f"n_images must be an integer >= 1, got {n_images!r}")
+    if not is_int(mask_size) or mask_size < 16:
+        raise ValueError(f"mask_size must be an integer >= 16, got {mask_size!r}")
+    if not is_int(image_size) or image_size < mask_size:
+        raise ValueError(f"image_size must be an integer >= mask_size ({mask_size}), got {image_size!r}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(splits, Mapping) or not splits or set(splits) - set(SPLIT_NAMES):
+        raise ValueError(f"splits must map some of {SPLIT_NAMES} to fractions, got {splits!r}")
+    fractions = list(splits.values())
+    if not all(isinstance(f, (int, float)) and math.isfinite(f) and f >= 0 for f in fractions):
+        raise ValueError(f"splits fractions must be finite numbers >= 0, got {dict(splits)!r}")
+    if abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"splits fractions must sum to 1, got {sum(fractions):g}")
+
+
+def generate_world(root, *, n_images: int = 3000, image_size: int = 112, mask_size: int = 56,
+                   seed: int = 0, splits: Mapping[str, float] = DEFAULT_SPLITS,
+                   progress: bool = True) -> dict:
+    """Write the probe world to `root` (atomically) and return a summary.
+
+    The same arguments give byte-identical files. Image i depends only on (seed, i).
+    """
+    _validate(n_images, image_size, mask_size, seed, splits)
+    classes = _image_classes(seed, n_images)
+    split_of = _assign_splits(classes, splits, seed)
+    with atomic_dir(root) as tmp:
+        images_dir = Path(tmp) / "images"
+        for name in sorted(set(split_of)):
+            (images_dir / name).mkdir(parents=True)
+        stats, rows = _Stats(), []
+        for i in tqdm(range(n_images), desc="world", disable=not progress, file=sys.stderr):
+            sample = make_sample(seed, i, int(classes[i]), image_size, mask_size)
+            rows.append({**_write_sample(images_dir, f"{split_of[i]}/{i:06d}", sample, stats),
+                         "split": split_of[i]})
+        _write_tables(Path(tmp), rows, stats, mask_size * mask_size)
+        _write_classes(Path(tmp), rows, classes)
+        params = {"generator": "nexplain.data.world", "world_version": WORLD_VERSION,
+                  "n_images": int(n_images), "image_size": int(image_size),
+                  "mask_size": int(mask_size), "seed": int(seed),
+                  "splits": {s: float(splits[s]) for s in SPLIT_NAMES if s in splits}}
+        (Path(tmp) / "world.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+    return {
+        "n_images": int(n_images),
+        "n_concepts": len(LABELS),
+        "n_categories": len(CATEGORIES),
+        "n_classes": len(CLASSES),
+        "class_counts": {rule.name: int((classes == c).sum()) for c, rule in enumerate(CLASSES)},
+        "split_counts": {s: int((split_of == s).sum()) for s in SPLIT_NAMES if s in splits},
+    }
