@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nexplain.data.images import ImageTable
+from nexplain.errors import DataError
+from nexplain.models.load import load_model
+from nexplain.models.train import augment, decode_images, save_checkpoint, train_classifier
+
+COLORS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 200, 40)]
+KW = dict(arch="resnet18", image_size=32, epochs=3, batch_size=16, lr=0.02, weight_decay=5e-4,
+          seed=0, threads=2, mean=[0.5] * 3, std=[0.25] * 3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """4 classes by the colour of a square on a noisy background; 48 train, 8 val, 8 test."""
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(64):
+        label = i % 4
+        pixels = rng.integers(0, 90, (36, 36, 3), dtype=np.uint8)
+        y, x = rng.integers(2, 18, 2)
+        pixels[y:y + 16, x:x + 16] = COLORS[label]
+        paths.append(root / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+        labels.append(label)
+    splits = np.array(["train"] * 48 + ["val"] * 8 + ["test"] * 8)
+    return ImageTable(root, paths, splits, np.array(labels), ["red", "green", "blue", "yellow"])
+
+
+def test_trains_and_reports(table):
+    model, metrics = train_classifier(table, **KW)
+    assert not model.training
+    history = metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["chance"] == 0.25 and metrics["num_classes"] == 4
+    assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["val_accuracy"] <= 1
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (48, 8, 8)
+    assert metrics["seconds"] > 0
+
+
+def test_same_call_same_checkpoint_bytes(table, tmp_path):
+    kw = KW | {"epochs": 1}
+    a, _ = train_classifier(table, **kw)
+    b, _ = train_classifier(table, **kw)
+    save_checkpoint(a, tmp_path / "a.pt")
+    save_checkpoint(b, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    # ...and the checkpoint loads back as the same network, with the same preprocessing.
+    loaded = load_model({"source": "checkpoint", "arch": "resnet18", "num_classes": 4,
+                         "path": str(tmp_path / "a.pt"),
+                         "input": {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}})
+    x = decode_images(table, table.split_ids("test"), 32)
+    via_transform = torch.stack([loaded.transform(Image.open(table.paths[i]).convert("RGB"))
+                                 for i in table.split_ids("test")])
+    assert torch.allclose(via_transform, (x / 255 - 0.5) / 0.25, atol=1e-5)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.module(via_transform), a(via_transform), rtol=1e-4, atol=1e-4)
+
+
+def test_augment_keeps_content():
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (16, 3, 20, 20), dtype=torch.uint8)
+    out = augment(batch, gen)
+    assert out.shape == (16, 3, 20, 20) and out.dtype == torch.float32
+    assert torch.equal(out, augment(batch, torch.Generator().manual_seed(0)))
+    flat = torch.full((1, 3, 20, 20), 7, dtype=torch.uint8)
+    assert torch.equal(augment(flat, gen), torch.full((1, 3, 20, 20), 7.0))  # shifts pad by reflection
+
+
+def test_needs_labels(table):
+    unlabelled = ImageTable(table.root, table.paths, table.splits)
+    with pytest.raises(DataError, match="labels"):
+        train_classifier(unlabelled, **KW)
