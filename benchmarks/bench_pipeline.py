@@ -42,10 +42,12 @@ def main() -> None:
     ap.add_argument("--cores", default="2")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nexplain-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(Path(args.configfile).resolve())]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(workdir / "bench_pipeline.log", "w")  # a file, not a pipe: a full pipe would stall the run
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
     peak_total = peak_single = 0
     while proc.poll() is None:
@@ -54,7 +56,7 @@ def main() -> None:
         time.sleep(0.2)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        sys.exit(f"pipeline failed:\n{proc.stderr.read()[-4000:]}")
+        sys.exit(f"pipeline failed; see {log.name}")
     rules = {}
     for tsv in sorted((workdir / "logs" / "benchmarks").rglob("*.tsv")):
         with open(tsv) as f:

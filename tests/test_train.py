@@ -40,7 +40,7 @@ def test_trains_and_reports(table):
     assert metrics["chance"] == 0.25 and metrics["num_classes"] == 4
     assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["val_accuracy"] <= 1
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (48, 8, 8)
-    assert metrics["seconds"] > 0
+    assert "seconds" not in metrics  # artifacts carry no timings
 
 
 def test_same_call_same_checkpoint_bytes(table, tmp_path):

@@ -4,6 +4,7 @@ The workflow is copied (with its package source) into a temp dir, so the test ca
 edit code and config there and ask Snakemake what it would rerun.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -36,9 +37,8 @@ def _scheduled(wf: Path) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-@pytest.fixture(scope="module")
-def workflow(tmp_path_factory):
-    wf = tmp_path_factory.mktemp("wf")
+def _copy_workflow(wf: Path) -> Path:
+    wf.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, wf / name)
     for name in ("rules", "scripts", "envs"):
@@ -46,6 +46,17 @@ def workflow(tmp_path_factory):
     shutil.copytree(REPO / "src" / "nexplain", wf / "src" / "nexplain",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "tests" / "data" / "tiny.yaml", wf / "tiny.yaml")
+    return wf
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    wf = _copy_workflow(tmp_path_factory.mktemp("wf"))
     _snakemake(wf)
     return wf
 
@@ -60,6 +71,14 @@ def test_end_to_end_outputs(workflow):
         assert summary.num_rows == 60 and summary.num_columns == units + 1
         maps = pq.ParquetFile(r / f"resnet18_world/world/{layer}/activations/maps.parquet")
         assert maps.metadata.num_rows == 60 * units
+
+
+def test_a_rerun_from_scratch_gives_the_same_bytes(workflow, tmp_path):
+    again = _copy_workflow(tmp_path / "again")
+    _snakemake(again)
+    first, second = _digests(workflow / "results"), _digests(again / "results")
+    assert first.keys() == second.keys() and len(first) > 100
+    assert [k for k in first if first[k] != second[k]] == []
 
 
 def test_nothing_to_do_after_a_full_run(workflow):

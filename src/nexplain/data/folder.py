@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nexplain.data.broden import open_broden
+from nexplain.data.broden import open_broden, read_csv_strings
 from nexplain.data.images import ImageTable
 from nexplain.errors import ConfigError, DataError
 
@@ -78,16 +78,7 @@ def open_csv(path: str | Path) -> ImageTable:
     the CSV's folder. Integer labels are kept as they are (class_names None); any other
     labels become indices into their sorted names."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except Exception as e:  # pandas raises several types for malformed files
-        raise DataError(f"cannot parse CSV {path}: {e}") from None
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in ("path", "label") if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {missing}; it has {list(df.columns)}")
+    df = read_csv_strings(path, required=("path", "label"))
     if df.empty:
         raise DataError(f"{path} lists no images")
     paths = [_resolve(path.parent, p.strip()) for p in df["path"]]
