@@ -9,6 +9,7 @@ augmentation all come from `seed`, and `save_checkpoint` writes stable bytes.
 from __future__ import annotations
 
 import io
+import logging
 import random
 import time
 
@@ -22,6 +23,8 @@ from tqdm import tqdm
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import DataError
 from nexplain.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 SHIFT = 8  # max random translation in pixels (reflect-padded), at 112 px ~7%
 
@@ -75,9 +78,8 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
         val_acc = accuracy(model, images["val"], targets["val"], normalize)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "val_accuracy": val_acc})
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.3f}, "
-                       f"val acc {_fmt(val_acc)}, {time.perf_counter() - epoch_start:.0f} s")
+        log.info("epoch %d: loss %.3f, val acc %s, %.0f s", epoch + 1, history[-1]["train_loss"],
+                 _fmt(val_acc), time.perf_counter() - epoch_start)  # into the rule's log file
 
     model.eval()
     metrics = {
