@@ -89,6 +89,14 @@ def test_checkpoint_missing_file(tmp_path):
         load_model(checkpoint_spec(tmp_path / "nowhere.pt"))
 
 
+def test_corrupt_checkpoint_names_file_in_one_line(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(ModelError, match="cannot read checkpoint .*broken.pt") as e:
+        load_model(checkpoint_spec(path))
+    assert "\n" not in str(e.value)
+
+
 def test_torchvision_weights_absent_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     start = time.monotonic()

@@ -59,7 +59,8 @@ def _load_checkpoint(spec: dict) -> LoadedModel:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # zip, pickle and weights_only errors all land here
-        raise ModelError(f"cannot read checkpoint {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot read checkpoint {path} as a weights-only state_dict: {first}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
