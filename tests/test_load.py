@@ -10,6 +10,7 @@ from PIL import Image
 
 from nexplain.errors import ConfigError, ModelError
 from nexplain.models.load import load_model
+from nexplain.models.manifest import resolve_spec
 from nexplain.models.train import save_checkpoint
 
 INPUT = {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -61,11 +62,14 @@ def test_checkpoint_round_trip(tmp_path):
     assert t.shape == (3, 32, 32) and torch.allclose(t, expected, atol=0.05)
 
 
-def test_trained_model_infers_num_classes(tmp_path):
+def test_trained_model_loads_through_its_resolved_spec(tmp_path):
     net = torchvision.models.resnet18(num_classes=4).eval()
     save_checkpoint(net, tmp_path / "model.pt")
-    spec = {"source": "train", "arch": "resnet18", "path": str(tmp_path / "model.pt"), "input": INPUT}
-    m = load_model(spec)  # a pipeline-trained model: the rule adds `path`
+    (tmp_path / "metrics.json").write_text('{"num_classes": 4}')
+    config_entry = {"source": "train", "arch": "resnet18", "input": INPUT, "train": {}}
+    # the model rule's path: the config entry resolves to a checkpoint spec
+    spec = resolve_spec(config_entry, tmp_path / "model.pt", tmp_path / "metrics.json")
+    m = load_model(spec)
     assert m.meta["num_classes"] == 4
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(m.module(x), net(x))

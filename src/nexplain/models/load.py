@@ -40,9 +40,6 @@ def load_model(spec: dict) -> LoadedModel:
     source = spec.get("source")
     loaders = {"checkpoint": _load_checkpoint, "torchvision": _load_torchvision,
                "open_clip": _load_open_clip}
-    if source == "train" and "path" in spec:
-        # A model trained by the pipeline is read back like any local checkpoint.
-        source = "checkpoint"
     if source not in loaders:
         raise ConfigError(f"unknown model source {source!r}; valid sources: {', '.join(SOURCES)}")
     loaded = loaders[source](spec)
@@ -59,8 +56,7 @@ def _load_checkpoint(spec: dict) -> LoadedModel:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # zip, pickle and weights_only errors all land here
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot read checkpoint {path} as a weights-only state_dict: {first}") from None
+        raise ModelError(f"cannot read checkpoint {path} as a weights-only state_dict: {_first_line(e)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -72,6 +68,12 @@ def _load_checkpoint(spec: dict) -> LoadedModel:
     size = spec["input"]["size"]
     return LoadedModel(module, input_transform(spec["input"]), spec,
                        {"num_classes": num_classes, "input_size": size, "arch": spec["arch"]})
+
+
+def _first_line(e: Exception) -> str:
+    """torch's load errors run to paragraphs; the first line names the problem."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _infer_num_classes(state: dict, path: Path) -> int:
@@ -119,11 +121,11 @@ def _build_torchvision(arch: str, **kwargs) -> torch.nn.Module:
 def _load_torchvision(spec: dict) -> LoadedModel:
     arch, name = spec["arch"], spec.get("weights")
     if name is None:
-        kwargs = {"num_classes": spec["num_classes"]} if "num_classes" in spec else {}
-        module = _build_torchvision(arch, **kwargs)
         if "input" not in spec:
             raise ModelError(f"torchvision model {arch} with weights: null needs an `input` block "
                              "(size, mean, std) to build its transform")
+        kwargs = {"num_classes": spec["num_classes"]} if "num_classes" in spec else {}
+        module = _build_torchvision(arch, **kwargs)
         transform = input_transform(spec["input"])
         meta = {"num_classes": getattr(module, "num_classes", spec.get("num_classes")),
                 "input_size": spec["input"]["size"], "arch": arch}
@@ -144,11 +146,14 @@ def _load_torchvision(spec: dict) -> LoadedModel:
     try:
         module.load_state_dict(torch.load(cached, weights_only=True, map_location="cpu"))
     except Exception as e:
-        raise ModelError(f"cannot load cached weights {cached}: {e}") from None
+        raise ModelError(f"cannot load cached weights {cached}: {_first_line(e)}") from None
     # An explicit `input` block wins: the weights' own transform centre-crops.
-    transform = input_transform(spec["input"]) if "input" in spec else weights.transforms()
-    meta = {"num_classes": n_classes, "arch": arch, "weights": name,
-            "input_size": spec["input"]["size"] if "input" in spec else weights.transforms().crop_size[0]}
+    if "input" in spec:
+        transform, size = input_transform(spec["input"]), spec["input"]["size"]
+    else:
+        transform = weights.transforms()
+        size = transform.crop_size[0]
+    meta = {"num_classes": n_classes, "arch": arch, "weights": name, "input_size": size}
     return LoadedModel(module, transform, spec, meta)
 
 
