@@ -283,11 +283,14 @@ def explain_unit(job):
     t0 = time.perf_counter()
     bms = nbm.cluster_bitmaps(ids, maps, n, shape, ranges)
     r["t_bitmaps"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    counts = store.pair_counts_many(bms)  # as nexplain.explain does: one read for the K ranges
+    r["t_pair_counts"] = time.perf_counter() - t0
     r["clusters"] = []
     for j, (rg, A) in enumerate(zip(ranges, bms)):
         cl = {"cluster": j, "lo": rg.lo, "hi": rg.hi, "cells": A.count(), "images": len(A.ids)}
         t0 = time.perf_counter()
-        res = mmesh_search(A, store, length=3, beam=5, start_beam=10, cache=cache)
+        res = mmesh_search(A, store, length=3, beam=5, start_beam=10, cache=cache, pair_counts=counts[j])
         cl["t_search"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         m = explanation_metrics(A, evaluate(res.formula, store)) if res.formula is not None else {}
@@ -360,7 +363,7 @@ def main() -> None:
     if args.rebuild or info is None or info["params"] != params:
         print("building the store ...", flush=True)
         info = build_store(out, args.images, args.size, args.concepts, args.templates, args.seed)
-        (out / "geometry.npy").unlink(missing_ok=True)
+        (out / "geometry.npz").unlink(missing_ok=True)
         print(f"built in {info['seconds_total']:.1f} s (templates {info['seconds_templates']:.1f} s, "
               f"bits.u8 {info['seconds_bits']:.1f} s)")
     kinds = info["kinds"]
@@ -372,7 +375,7 @@ def main() -> None:
           f"shapes tiled from {info['pool_rows']:,} rows of {info['n_templates']} templates)")
 
     # --- the `geometry` rule: nexplain.store.save_geometry, in its own process
-    geo = out / "geometry.npy"
+    geo = out / "geometry.npz"
     code = ("import sys, time, resource; sys.path.insert(0, sys.argv[3]); from nexplain.store import save_geometry; "
             "t = time.perf_counter(); save_geometry(sys.argv[1], sys.argv[2]); "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
@@ -380,7 +383,7 @@ def main() -> None:
                          capture_output=True, text=True, check=True)
     t_geo, geo_peak = map(float, res.stdout.split())
     print(f"geometry rule (save_geometry, own process): {t_geo:.1f} s, peak RSS {geo_peak:.0f} MB "
-          f"(bits.u8 pages read through the memmap count here), geometry.npy {geo.stat().st_size / 2**20:.0f} MB")
+          f"(bits.u8 pages read through the memmap count here), geometry.npz {geo.stat().st_size / 2**20:.0f} MB")
 
     # --- an explain job opens the store: nexplain.store.open_store(concepts_dir, geometry)
     m0 = mem()
@@ -442,7 +445,8 @@ def main() -> None:
 def print_unit(r):
     cl = r["clusters"]
     print(f"\nunit {r['unit']} ({r['desc']}, {r['zeros']:.0%} zeros): clustered {r['t_clustered']:.1f} s "
-          f"(k-means {r['t_cluster']:.2f}, bitmaps {r['t_bitmaps']:.2f}, search {sum(c['t_search'] for c in cl):.2f}, "
+          f"(k-means {r['t_cluster']:.2f}, bitmaps {r['t_bitmaps']:.2f}, pair counts {r['t_pair_counts']:.2f}, "
+          f"search {sum(c['t_search'] for c in cl):.2f}, "
           f"metrics {sum(c['t_metrics'] for c in cl):.2f}); CoEx {r['t_coex']:.1f} s "
           f"(bitmap {r['coex_t_bitmap']:.2f}, search {r['coex_t_search']:.2f}, metrics {r['coex_t_metrics']:.2f}); "
           f"RSS {r['mem']['VmRSS']:.0f} MB (anon {r['mem']['RssAnon']:.0f}, file {r['mem']['RssFile']:.0f}), "
@@ -465,7 +469,7 @@ def summarize(rows, args):
     print("| per unit | mean s | median s | max s |")
     print("|---|---|---|---|")
     for name, key in [("clustered K=5, total", "t_clustered"), ("  fit_clusters (k-means)", "t_cluster"),
-                      ("  cluster_bitmaps", "t_bitmaps"), ("CoEx, total", "t_coex"),
+                      ("  cluster_bitmaps", "t_bitmaps"), ("  pair_counts_many", "t_pair_counts"), ("CoEx, total", "t_coex"),
                       ("  top_bitmap", "coex_t_bitmap"), ("  mmesh_search", "coex_t_search"),
                       ("  evaluate + metrics", "coex_t_metrics")]:
         xs = [r[key] for r in rows]

@@ -6,9 +6,9 @@ Usage: python benchmarks/bench_coex.py [--images 1000] [--concepts 120] [--size 
 
 Per unit: our `beam_search` (exhaustive) and `mmesh_search`, then the reference; best
 formula compared by canonical key, IoU to 1e-9, a tie being a runner-up within 1e-12 in
-our exhaustive beam. Diagnostics (private API, see `ours_rounds`): evaluations per round,
-with a last round of 1 like the reference, and a what-if with exact bounds where
-|L and c| = 0. `--check-bounds N`: both estimates against the exact IoU of every
+our exhaustive beam (kept whole, `final_beam=beam`). Diagnostics (private API, see
+`ours_rounds`): evaluations per round, with the whole final beam kept and with the default
+last round of 1 (like the reference). `--check-bounds N`: both estimates against the exact IoU of every
 first-round candidate of the reference on the first N units.
 
 Reference: `compositional-explanations` 0.0.3.4 from PyPI (La Rosa's package), installed
@@ -255,54 +255,17 @@ def ref_to_ours(f, ref_f) -> Formula:
     raise TypeError(f"unexpected reference node {f!r}")
 
 
-def ours_rounds(A, store, length, beam, start_beam, last_beam=None, disjoint_exact=False):
+def ours_rounds(A, store, length, beam, start_beam, final_beam=1):
     """Diagnostic: our MMESH with exact evaluations counted per round (private API of
-    nexplain.search: `_search`, `_mmesh_round`, `_Ctx`).
-
-    - last_beam: the final round keeps only that many formulas (the reference keeps 1), so
-      visit counts compare like for like;
-    - disjoint_exact: a what-if. For each beam formula L, X_c = |L and c| for every c
-      (`x_counts`, unit-independent, what `beam_search` computes) makes the bound exact
-      where X_c = 0: OR = (|A and L| + Z_c) / (|A| + |L| + |c| - |A and L| - Z_c), AND = 0,
-      AND NOT = IoU(L), and `L AND NOT c` (the same cells as L) gets its IoU without a
-      count. Bounds stay valid and IoUs exact, so the beam cannot change."""
-    counts, calls = [], [0]
+    nexplain.search: `_search`, `_mmesh_round`). `final_beam`: what the final round keeps
+    (ours and the reference keep 1; `beam` keeps the whole beam, as before 2026-11-23)."""
+    counts = []
 
     def round_fn(ctx, sel, entries):
-        calls[0] += 1
-        if last_beam is not None and calls[0] == length - 1:
-            sel.size = last_beam
-            sel.entries = sel.entries[:last_beam]
-            sel.best = {e.formula.key: e for e in sel.entries}
         counts.append(nsearch._mmesh_round(ctx, sel, entries))
         return counts[-1]
 
-    orig = nsearch._Ctx.expansion
-
-    def expansion(self, f, mmesh):
-        hit = orig(self, f, mmesh)
-        done = self.__dict__.setdefault("_exact_done", set())
-        if mmesh and f.written not in done:
-            done.add(f.written)
-            n_l, i_l, (data, disjoint) = hit  # bounds (3, C), and where boxes prove X = 0
-            dis = (self.x_counts(f) == 0) & self.nonempty
-            disjoint |= dis  # X = 0 known exactly: no count (the search's own rule, widened)
-            fac = self.factor(len(f) + 1)
-            inter = i_l + self.Z[dis]
-            data[0, dis] = np.where(inter > 0, nsearch._iou(inter, n_l + self.store.sizes[dis], self.total), 0) * fac
-            data[1, dis] = 0.0
-            iou_l = float(nsearch._iou(i_l, n_l, self.total))
-            data[2, dis] = iou_l * fac
-            for c in np.flatnonzero(dis):  # L AND NOT c has L's cells: its IoU needs no count
-                self.known.setdefault(f.extend(AND_NOT, c).key, iou_l)
-        return hit
-
-    if disjoint_exact:
-        nsearch._Ctx.expansion = expansion
-    try:
-        res = nsearch._search(A, store, length, beam, start_beam, None, SearchCache(), round_fn)
-    finally:
-        nsearch._Ctx.expansion = orig
+    res = nsearch._search(A, store, length, beam, start_beam, None, SearchCache(), round_fn, final_beam)
     return res, counts
 
 
@@ -370,7 +333,8 @@ def main() -> None:
         row = {"unit": u, "kind": kind, "desc": desc, "cells": int(dense.sum())}
         # ours, exhaustive beam (also gives the tie check)
         t0 = time.perf_counter()
-        ex = beam_search(A, store, args.length, args.beam, start_beam=start, cache=SearchCache())
+        ex = beam_search(A, store, args.length, args.beam, start_beam=start, cache=SearchCache(),
+                         final_beam=args.beam)
         row["t_beam"] = time.perf_counter() - t0
         # ours, MMESH: fresh cache (cold, per unit) then the store's shared cache (the pipeline's)
         t0 = time.perf_counter()
@@ -378,17 +342,11 @@ def main() -> None:
         row["t_mmesh"] = time.perf_counter() - t0
         row.update(ours=mm.formula, ours_iou=mm.iou, ours_visited=mm.visited,
                    ours_compound=mm.visited_compound, beam_visited=ex.visited_compound)
+        full, row["ours_rounds"] = ours_rounds(A, store, args.length, args.beam, start, final_beam=args.beam)
         row["ours_eq_beam"] = (mm.formula == ex.formula and abs(mm.iou - ex.iou) <= 1e-12
-                               and [e.formula.key for e in mm.beam] == [e.formula.key for e in ex.beam])
-        _, row["ours_rounds"] = ours_rounds(A, store, args.length, args.beam, start)
-        top1, row["ours_rounds_top1"] = ours_rounds(A, store, args.length, args.beam, start, last_beam=1)
-        row["top1_same"] = top1.formula == mm.formula
-        t0 = time.perf_counter()
-        dx, row["ours_rounds_dx"] = ours_rounds(A, store, args.length, args.beam, start, disjoint_exact=True)
-        row["t_dx"] = time.perf_counter() - t0
-        row["dx_same"] = [e.formula.key for e in dx.beam] == [e.formula.key for e in mm.beam]
-        _, row["ours_rounds_dx_top1"] = ours_rounds(A, store, args.length, args.beam, start, last_beam=1,
-                                                    disjoint_exact=True)
+                               and [e.formula.key for e in full.beam] == [e.formula.key for e in ex.beam])
+        top1, row["ours_rounds_top1"] = ours_rounds(A, store, args.length, args.beam, start)
+        row["top1_same"] = top1.formula == full.formula
         row["tie"] = len(ex.beam) > 1 and ex.beam[0].score - ex.beam[1].score <= TIE
         row["runner_up"] = ex.beam[1] if len(ex.beam) > 1 else None
         if ref:
@@ -416,8 +374,7 @@ def main() -> None:
         if ref:
             line += (f" | ref {fs(row['ref']):28s} {row['ref_iou']:.6f} v={row['ref_visited']:5d} "
                      f"{row['t_ref']:.2f}s {'OK' if row['same'] else ('TIE' if row['tie'] else 'MISMATCH')}"
-                     f" rounds ours {row['ours_rounds']} top1 {row['ours_rounds_top1']} dx {row['ours_rounds_dx']} "
-                     f"dx-top1 {row['ours_rounds_dx_top1']} ref {row['ref_rounds']}")
+                     f" rounds ours {row['ours_rounds']} top1 {row['ours_rounds_top1']} ref {row['ref_rounds']}")
         print(line, flush=True)
 
     report(rows, ref is not None, store, args)
@@ -504,21 +461,13 @@ def report(rows, with_ref, store, args):
               f"median of per-unit ratios {med(ratios):.1f}x (min {min(ratios):.1f}x, max {max(ratios):.1f}x)")
         vr = [r["ours_compound"] / max(r["ref_visited"], 1) for r in rows]
         top1 = [sum(r["ours_rounds_top1"]) for r in rows]
-        print(f"visited (compound), ours with the reference's final top-1 round: median {med(top1):.0f}; "
+        print(f"visited (compound), ours with the whole final beam kept: median {med([sum(r['ours_rounds']) for r in rows]):.0f}; "
+              f"ours (final round keeps 1, the default): median {med(top1):.0f}; "
               f"<= reference on {sum(t <= r['ref_visited'] for t, r in zip(top1, rows))}/{len(rows)} units; "
-              f"same best as the full beam on {sum(r['top1_same'] for r in rows)}/{len(rows)}")
-        dxt = [sum(r["ours_rounds_dx_top1"]) for r in rows]
-        dxf = [sum(r["ours_rounds_dx"]) for r in rows]
-        print(f"what-if, bounds exact where X = |L and c| = 0: ours median {med(dxf):.0f}, <= reference on "
-              f"{sum(t <= r['ref_visited'] for t, r in zip(dxf, rows))}/{len(rows)} "
-              f"(same beam on {sum(r['dx_same'] for r in rows)}/{len(rows)}, median {med([r['t_dx'] for r in rows]):.4f} s/unit); "
-              f"with final top-1: median {med(dxt):.0f}, <= reference on "
-              f"{sum(t <= r['ref_visited'] for t, r in zip(dxt, rows))}/{len(rows)}")
+              f"same best as with the whole beam on {sum(r['top1_same'] for r in rows)}/{len(rows)}")
         for j in range(args.length - 1):
             print(f"  round {j + 1}: median ours {med([r['ours_rounds'][j] for r in rows]):.0f}, "
                   f"ours top-1 {med([r['ours_rounds_top1'][j] for r in rows]):.0f}, "
-                  f"what-if {med([r['ours_rounds_dx'][j] for r in rows]):.0f}, "
-                  f"what-if top-1 {med([r['ours_rounds_dx_top1'][j] for r in rows]):.0f}, "
                   f"reference {med([r['ref_rounds'][j] if j < len(r['ref_rounds']) else 0 for r in rows]):.0f}")
         print(f"visited (compound): ours <= reference on {sum(r['ours_compound'] <= r['ref_visited'] for r in rows)}/{len(rows)} units; "
               f"median ours/ref {med(vr):.2f}")

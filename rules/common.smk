@@ -22,6 +22,7 @@ DATASETS = config["datasets"]
 MODELS = config["models"]
 EXTRACT = config["extract"]
 EXPLAIN = config.get("explain") or {"targets": []}
+LINEAR = config.get("linear") or {"targets": []}
 
 
 wildcard_constraints:
@@ -30,6 +31,7 @@ wildcard_constraints:
     layer="[^/]+",
     method="netdissect|coex|clustered",
     shard=r"\d+of\d+",
+    source=r"[A-Za-z0-9_\-]+",
 
 
 def code(script):
@@ -105,7 +107,49 @@ def label_masking_outputs():
     return [path.replace(".parquet", ".label_masking.parquet") for path in explanation_outputs()]
 
 
+def linear_settings():
+    """`nexplain.linear.LinearSettings` fields from the `linear:` block."""
+    if not LINEAR["targets"]:
+        return {}
+    return {"lam": LINEAR["lam"], "alpha": LINEAR["alpha"], **LINEAR["greedy"]}
+
+
+def layer_activations(wildcards):
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}/activations"
+    return {"summary": f"{base}/summary.parquet", "maps": f"{base}/maps.parquet"}
+
+
+def _linear_target(wildcards):
+    for t in LINEAR["targets"]:
+        if (t["model"], t["dataset"]) == (wildcards.model, wildcards.dataset) and wildcards.layer in t["layers"]:
+            return t
+    raise WorkflowError(f"no linear target for {wildcards.model}/{wildcards.dataset}/{wildcards.layer}")
+
+
+def simulated_explanations(wildcards):
+    """Every explanation table of the layer the pipeline makes: LE per source, and the
+    NetDissect / CoEx / Clustered tables of `explain:` targets."""
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}/explanations"
+    out = {f"le_{s}": f"{base}/le_{s}.parquet" for s in _linear_target(wildcards)["sources"]}
+    for t in EXPLAIN["targets"]:
+        if (t["model"], t["dataset"]) == (wildcards.model, wildcards.dataset) and wildcards.layer in t["layers"]:
+            out.update({m: f"{base}/{m}.parquet" for m in t["methods"]})
+    return out
+
+
+def linear_outputs():
+    out = []
+    for t in LINEAR["targets"]:
+        for layer in t["layers"]:
+            base = f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}"
+            out += [f"{base}/explanations/le_{s}.parquet" for s in t["sources"]]
+            out += [f"{base}/scores/{name}" for name in
+                    ("simulation.parquet", "top_impact.parquet", "area_chart.parquet")]
+    return out
+
+
 def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
-    return concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
+    return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
+            + linear_outputs())

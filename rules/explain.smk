@@ -6,7 +6,7 @@ rule geometry:
     input:
         f"{RESULTS}/{{dataset}}/concepts",
     output:
-        f"{RESULTS}/{{dataset}}/geometry.npy",
+        f"{RESULTS}/{{dataset}}/geometry.npz",
     log:
         f"logs/geometry/{{dataset}}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule explain:
     input:
         maps=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/maps.parquet",
         concepts=f"{RESULTS}/{{dataset}}/concepts",
-        geometry=f"{RESULTS}/{{dataset}}/geometry.npy",
+        geometry=f"{RESULTS}/{{dataset}}/geometry.npz",
     output:
         temp(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.part{{shard}}.parquet"),
     log:
@@ -71,7 +71,7 @@ rule label_masking:
         explanations=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.parquet",
         manifest=f"{RESULTS}/models/{{model}}/model.json",
         concepts=f"{RESULTS}/{{dataset}}/concepts",
-        geometry=f"{RESULTS}/{{dataset}}/geometry.npy",
+        geometry=f"{RESULTS}/{{dataset}}/geometry.npz",
         root=dataset_root,
     output:
         f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.label_masking.parquet",

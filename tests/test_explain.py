@@ -142,14 +142,18 @@ def test_saved_geometry_gives_the_same_table(planted, tmp_path):
     from nexplain.store import save_geometry
 
     maps, concepts, _, _, f_or = planted
-    save_geometry(concepts, tmp_path / "geometry.npy")
+    save_geometry(concepts, tmp_path / "geometry.npz")
     s = Settings("coex", quantile=_q_for(f_or))
     fresh = explain_layer(maps, concepts, s, progress=False)[0]
-    saved = explain_layer(maps, concepts, s, progress=False, geometry=tmp_path / "geometry.npy")[0]
+    saved = explain_layer(maps, concepts, s, progress=False, geometry=tmp_path / "geometry.npz")[0]
     assert saved.equals(fresh)
-    np.save(tmp_path / "short.npy", np.zeros((3, 8), np.int16))
+    np.savez(tmp_path / "short.npz", box=np.zeros((3, 4), np.int16), rect=np.zeros((3, 4), np.int16),
+             meets=np.zeros((2, 2), bool))
     with pytest.raises(DataError, match="geometry of 3 pairs"):
-        explain_layer(maps, concepts, s, progress=False, geometry=tmp_path / "short.npy")
+        explain_layer(maps, concepts, s, progress=False, geometry=tmp_path / "short.npz")
+    np.save(tmp_path / "old.npy", np.zeros((3, 8), np.int16))  # the format before the meets matrix
+    with pytest.raises(DataError, match="not a geometry file"):
+        explain_layer(maps, concepts, s, progress=False, geometry=tmp_path / "old.npy")
 
 
 def test_scores_summarise_the_explained_rows(planted):

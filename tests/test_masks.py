@@ -99,6 +99,14 @@ def test_store_intersections(world):
     b2 = Bitmap.from_dense(a2)
     assert [st.concept_count(c, b, b2) for c in range(len(masks))] == \
         (masks & a & a2).sum((1, 2, 3)).tolist()
+    many = st.pair_counts_many([b, b2, Bitmap.empty(*a.shape[:1], a.shape[1:])])
+    for got, bm in zip(many, [b, b2]):
+        want_p, want_c = st.pair_counts(bm)
+        assert np.array_equal(got[0], want_p) and np.array_equal(got[1], want_c)
+    assert len(many[2][0]) == 0
+    inner = Bitmap.from_dense(a & a2)
+    assert [st.nested_counts(c, b, inner) for c in range(len(masks))] == \
+        list(zip((masks & a).sum((1, 2, 3)).tolist(), (masks & a & a2).sum((1, 2, 3)).tolist()))
 
 
 def test_store_geometry(world):
@@ -113,6 +121,17 @@ def test_store_geometry(world):
                 assert tuple(b) == tuple(r) == (0, 0, h, w)
             else:
                 assert (r[2] - r[0]) == (r[3] - r[1]) == largest_square(masks[c, n])
+
+
+def test_store_meets_matches_dense(world):
+    masks, level, st = world
+    flat = masks.reshape(len(masks), -1)
+    want = (flat.astype(np.int64) @ flat.T.astype(np.int64)) > 0  # image-level masks are filled in
+    assert st.meets.dtype == bool and (st.meets == want).all()
+    assert 0 < want.sum() < want.size  # the fixture has both meeting and disjoint pairs
+    again = ConceptStore(st.n_images, st.shape, st.pair_concept, st.pair_image, st.pair_row, st.area,
+                         st.bits, st.n_concepts, st.geometry())
+    assert again.meets is st.meets  # a saved matrix is used, not recomputed
 
 
 def test_mask_geometry_shapes():

@@ -341,6 +341,28 @@ def read_unit_maps(path, unit: int):
     return table.column("image_id").to_numpy().copy(), maps
 
 
+def read_all_maps(path, image_ids=None):
+    """(image_ids (n,), maps (n, U, h, w) float32): every unit's map, image-major, for the
+    images listed (all by default). Memory: n x U x h x w floats."""
+    meta = read_meta(path)
+    pf = pq.ParquetFile(path)
+    h, w, n_units = meta["map_height"], meta["map_width"], meta["n_units"]
+    ids = None if image_ids is None else np.unique(np.asarray(image_ids, np.int64))
+    out = None
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=["unit", "image_id", "map"])
+        units, imgs = t.column("unit").to_numpy(), t.column("image_id").to_numpy().astype(np.int64)
+        if ids is None:
+            ids = np.unique(imgs[units == units[0]])
+        if out is None:
+            out = np.zeros((len(ids), n_units, h, w), np.float32)
+        pos = np.searchsorted(ids, imgs)
+        hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == imgs)
+        flat = t.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w)
+        out[pos[hit], units[hit]] = flat[hit]
+    return ids, out
+
+
 def _may_hold(row_group, unit: int) -> bool:
     stats = row_group.column(0).statistics  # column 0 is `unit`
     if stats is None or not stats.has_min_max:

@@ -59,6 +59,18 @@ def _lineage(args) -> None:
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else text(result))
 
 
+def _concept_set(args) -> None:
+    """A Broden-format dataset's label names as a concept set (one a line, by category)."""
+    from nexplain.data.broden import open_broden
+
+    ds = open_broden(args.root, check_images=False)
+    lines = [f"# concepts of {Path(args.root).resolve().name} (nexplain concept-set)"]
+    for cat in ds.categories:
+        lines.append(f"# {cat}")
+        lines += ds.category_labels(cat)["name"].astype(str).tolist()
+    print("\n".join(lines))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="nexplain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +98,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-mlflow", action="store_true", help="use Snakemake's records alone")
     p.add_argument("--json", action="store_true", help="one machine-readable JSON object")
     p.set_defaults(func=_lineage)
+
+    p = sub.add_parser("concept-set", help="print a Broden-format dataset's labels as a concept set file")
+    p.add_argument("root")
+    p.set_defaults(func=_concept_set)
 
     args = parser.parse_args(argv)
     try:

@@ -66,6 +66,26 @@ def _check_references(config: dict, source: str) -> None:
                               f"{' or '.join(BRODEN_KINDS)}")
 
 
+    for i, t in enumerate((config.get("linear") or {}).get("targets", [])):
+        _must_name(t["model"], models, f"linear.targets.{i}.model", source)
+        _must_name(t["dataset"], datasets, f"linear.targets.{i}.dataset", source)
+        if datasets[t["dataset"]]["kind"] not in BRODEN_KINDS:
+            raise ConfigError(f"{source}: key 'linear.targets.{i}.dataset': '{t['dataset']}' has no concept "
+                              f"labels (kind {datasets[t['dataset']]['kind']}); use a dataset of kind "
+                              f"{' or '.join(BRODEN_KINDS)}")
+        unknown = [s for s in t["sources"] if s != "label"]
+        if unknown:
+            raise ConfigError(f"{source}: key 'linear.targets.{i}.sources': {unknown} not available; "
+                              "valid choices: label")
+    lin = config.get("linear") or {}
+    if lin.get("targets") and not math.isclose(sum(lin["split"]["fractions"]), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{source}: key 'linear.split.fractions': fractions sum to "
+                          f"{sum(lin['split']['fractions']):g}, expected 1")
+    if lin.get("targets") and lin["simulate"]["simulator"] != "label":
+        raise ConfigError(f"{source}: key 'linear.simulate.simulator': '{lin['simulate']['simulator']}' "
+                          "not available; valid choices: label")
+
+
 def _must_name(value: str, table: dict, key: str, source: str) -> None:
     if value not in table:
         raise ConfigError(f"{source}: key '{key}': '{value}' is not defined; valid choices: {', '.join(table)}")

@@ -8,7 +8,6 @@ table, because the explanation table must be the same bytes on every run.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import time
@@ -20,19 +19,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from nexplain import bitmaps, formulas, search
+from nexplain import bitmaps, formulas, search, tables
 from nexplain.activations import read_meta, read_unit_maps
 from nexplain.errors import ConfigError, DataError
-from nexplain.io import atomic_path
 from nexplain.masks import Bitmap
 from nexplain.metrics import explanation_metrics
 from nexplain.store import open_store
+from nexplain.units import select_units
 
 log = logging.getLogger(__name__)
 
 METHODS = ("netdissect", "coex", "clustered")
 METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage", "explanation_coverage")
-META_KEY = b"nexplain"
 
 SCHEMA = pa.schema([
     ("unit", pa.int32()), ("cluster", pa.int16()), ("status", pa.string()),
@@ -67,25 +65,6 @@ class Settings:
             raise ConfigError(f"unknown ranges '{self.ranges}'; valid choices: {', '.join(bitmaps.MODES)}")
 
 
-def select_units(spec, n_units: int, shard: tuple[int, int] = (0, 1)) -> np.ndarray:
-    """`all`, a list of ids, or "a-b" ranges ("0-63,100"); then every n-th for shard i/n."""
-    if spec in (None, "all"):
-        units = np.arange(n_units)
-    else:
-        parts = spec if isinstance(spec, list) else str(spec).split(",")
-        ids = []
-        for p in parts:
-            lo, _, hi = str(p).strip().partition("-")
-            ids += range(int(lo), int(hi or lo) + 1)
-        units = np.unique(ids)
-        if len(units) and (units[0] < 0 or units[-1] >= n_units):
-            raise ConfigError(f"units {spec!r}: the layer has units 0..{n_units - 1}")
-    i, n = shard
-    if not 0 <= i < n:
-        raise ConfigError(f"shard {i}/{n}: expected 0 <= i < n")
-    return units[i::n]  # strided: neighbouring units cost alike, so shards balance
-
-
 # Worker state, set once per process (fork shares the store's arrays and memory maps).
 _W: dict = {}
 
@@ -97,12 +76,13 @@ def _init_worker(maps_path, store, names, settings):
     _W.update(maps=maps_path, store=store, names=names, s=settings, cache=search.default_cache(store))
 
 
-def _search(A: Bitmap, s: Settings, start_beam=None):
+def _search(A: Bitmap, s: Settings, start_beam=None, pair_counts=None):
     store, cache = _W["store"], _W["cache"]
     if s.method == "netdissect":
-        return search.netdissect(A, store, cache=cache)
+        return search.netdissect(A, store, cache=cache, pair_counts=pair_counts)
     fn = search.mmesh_search if s.search == "mmesh" else search.beam_search
-    return fn(A, store, length=s.length, beam=s.beam, start_beam=start_beam, penalty=s.penalty, cache=cache)
+    return fn(A, store, length=s.length, beam=s.beam, start_beam=start_beam, penalty=s.penalty, cache=cache,
+              pair_counts=pair_counts)
 
 
 def _row(unit, cluster, lo, hi, A: Bitmap, result, status=None) -> dict:
@@ -133,12 +113,13 @@ def explain_unit(unit: int) -> tuple[list[dict], float]:
         if info["dead"]:
             rows = [_row(unit, -1, np.nan, np.nan, None, None, "dead")]
         else:
-            rows = []
-            for j, (r, A) in enumerate(zip(ranges, bitmaps.cluster_bitmaps(*args, ranges))):
+            rows, bms = [], bitmaps.cluster_bitmaps(*args, ranges)
+            counts = store.pair_counts_many(bms)  # one read of the concept rows for all K ranges
+            for j, (r, A) in enumerate(zip(ranges, bms)):
                 if A.count() == 0:
                     rows.append(_row(unit, j, r.lo, r.hi, A, None, "empty"))
                 else:
-                    rows.append(_row(unit, j, r.lo, r.hi, A, _search(A, s, s.start_beam)))
+                    rows.append(_row(unit, j, r.lo, r.hi, A, _search(A, s, s.start_beam, counts[j])))
     else:
         A, info = bitmaps.top_bitmap(*args, q=s.quantile)
         hi = float(maps.max()) if maps.size else np.nan
@@ -193,18 +174,11 @@ def summary_metrics(table: pa.Table, seconds: pa.Table) -> dict[str, float]:
             "median_seconds_per_unit": float(np.median(sec)) if len(sec) else 0.0}
 
 
-def write_table(table: pa.Table, path, metadata: dict) -> None:
-    """Parquet with a `nexplain` JSON entry; no timestamps, so same input, same bytes."""
-    meta = {META_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()}
-    with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+write_table = tables.write_table
 
 
 def read_table(path) -> pd.DataFrame:
-    try:
-        return pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"cannot read explanation table {path}: {e}") from None
+    return tables.read_table(path, "explanation table")
 
 
 def merge_tables(paths) -> pa.Table:

@@ -62,6 +62,9 @@ class Bitmap:
         return int(self.per_image().sum())
 
 
+GATHER_BYTES = 1 << 20  # packed rows per gather chunk: fits in L2 beside its temporaries
+
+
 def popcount_rows(rows: np.ndarray) -> np.ndarray:
     """Set bits per packed row, as int64."""
     if len(rows) == 0:
@@ -93,9 +96,17 @@ def match_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
-    """a AND b, over the images both list."""
+    """a AND b, over the images both list; chunked so the gathers stay in cache."""
     ia, ib = match_sorted(a.ids, b.ids)
-    return _compact(a.ids[ia], a.rows[ia] & b.rows[ib], a)
+    rows = np.empty((len(ia), a.rows.shape[1]), np.uint8)
+    keep = np.empty(len(ia), bool)
+    step = max(1, GATHER_BYTES // max(1, rows.shape[1]))
+    for s in range(0, len(ia), step):
+        out = np.bitwise_and(a.rows[ia[s:s + step]], b.rows[ib[s:s + step]], out=rows[s:s + step])
+        keep[s:s + step] = out.view(np.uint64).any(axis=1)
+    ids = a.ids[ia].astype(np.int64, copy=False)
+    return Bitmap(ids, rows, a.n_images, a.shape) if keep.all() else \
+        Bitmap(ids[keep], rows[keep], a.n_images, a.shape)
 
 
 def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
@@ -132,6 +143,12 @@ def box_overlap(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def box_area(p: np.ndarray) -> np.ndarray:
     return box_overlap(p, p)
+
+
+def hull_area(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Area of the smallest rectangle holding p and q (both non-empty), without building it."""
+    h = np.maximum(p[..., 2], q[..., 2]).astype(np.int32) - np.minimum(p[..., 0], q[..., 0])
+    return h * (np.maximum(p[..., 3], q[..., 3]).astype(np.int32) - np.minimum(p[..., 1], q[..., 1]))
 
 
 def box_hull(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -243,7 +260,6 @@ def combine(left: Region, op: str, right: Region) -> Region:
 
 
 GEOMETRY_BYTES = 16 << 20  # unpacked cells per geometry batch: bounds memory at any scale
-GATHER_BYTES = 32 << 20    # packed rows gathered per popcount chunk
 
 
 class ConceptStore:
@@ -256,7 +272,7 @@ class ConceptStore:
     """
 
     def __init__(self, n_images: int, shape, concept, image_id, row, area, bits, n_concepts: int,
-                 geometry: tuple[np.ndarray, np.ndarray] | None = None):
+                 geometry: tuple[np.ndarray, ...] | None = None):
         self.n_images, self.shape, self.n_concepts = int(n_images), tuple(shape), int(n_concepts)
         self.row_bytes = row_bytes_for(self.shape)
         self.pair_concept, self.pair_image, self.pair_row = concept, image_id, row
@@ -266,7 +282,8 @@ class ConceptStore:
         self.img_pairs = np.argsort(image_id, kind="stable").astype(np.int32)
         self.img_ptr = np.searchsorted(image_id[self.img_pairs], np.arange(n_images + 1)).astype(np.int64)
         self.full_row = pack_masks(np.ones((1,) + self.shape, bool), self.row_bytes)[0]
-        self.box, self.rect = geometry if geometry is not None else self._geometry()
+        self.box, self.rect = geometry[:2] if geometry is not None else self._geometry()
+        self._meets = geometry[2] if geometry is not None and len(geometry) > 2 else None
 
     @classmethod
     def from_packed(cls, pm, geometry=None) -> ConceptStore:
@@ -289,9 +306,41 @@ class ConceptStore:
         bits = pack_masks(masks[concept[pixel], image[pixel]], row_bytes_for((h, w)))
         return cls(n, (h, w), concept.astype(np.int32), image.astype(np.int32), row, area, bits, n_c)
 
-    def geometry(self) -> tuple[np.ndarray, np.ndarray]:
-        """(box, rect) per pair, to save and pass back to the constructor (it is the slow part)."""
-        return self.box, self.rect
+    def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(box, rect, meets), to save and pass back to the constructor (it is the slow part)."""
+        return self.box, self.rect, self.meets
+
+    @property
+    def meets(self) -> np.ndarray:
+        """(C, C) bool: concepts c and d share a cell somewhere in the dataset."""
+        if self._meets is None:
+            self._meets = self._concept_meets()
+        return self._meets
+
+    def _concept_meets(self) -> np.ndarray:
+        """Every pair of concepts present in one image, by image size class; a pair already
+        known to meet, or with disjoint boxes, reads no rows."""
+        meets = np.zeros((self.n_concepts, self.n_concepts), bool)
+        k = np.diff(self.img_ptr)
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for size in np.unique(k[k > 1]):
+            starts = self.img_ptr[:-1][k == size]
+            block = self.img_pairs[starts[:, None] + np.arange(size)]
+            i, j = np.triu_indices(size, 1)
+            p, q = block[:, i].ravel(), block[:, j].ravel()
+            for s in range(0, len(p), step):
+                a, b = p[s:s + step], q[s:s + step]
+                ca, cb = self.pair_concept[a], self.pair_concept[b]
+                todo = ~meets[ca, cb] & (box_overlap(self.box[a], self.box[b]) > 0)
+                a, b, ca, cb = a[todo], b[todo], ca[todo], cb[todo]
+                ra, rb = self.pair_row[a], self.pair_row[b]
+                hit = (ra < 0) | (rb < 0)  # an image-level label meets whatever shares its image
+                px = ~hit
+                both = self.bits[ra[px]] & self.bits[rb[px]]
+                hit[px] = both.view(np.uint64).any(axis=1)
+                meets[ca[hit], cb[hit]] = meets[cb[hit], ca[hit]] = True
+        meets[np.diag_indices(self.n_concepts)] = self.sizes > 0
+        return meets
 
     def _geometry(self) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.shape
@@ -348,14 +397,32 @@ class ConceptStore:
             acc = bitmaps[0].rows[pos[0][s:s + step]]
             for b, p in zip(bitmaps[1:], pos[1:]):
                 acc &= b.rows[p[s:s + step]]
-            r = rows[s:s + step]
-            pix = r >= 0  # image-level pairs cover every cell: nothing to AND
-            if pix.all():  # the usual case: a plain gather, no masked copy and scatter
-                acc &= self.bits[r]
-            else:
-                acc[pix] &= self.bits[r[pix]]
-            total += int(popcount_rows(acc).sum())
+            total += int(popcount_rows(self._and_rows(acc, rows[s:s + step])).sum())
         return total
+
+    def nested_counts(self, c: int, outer: Bitmap, inner: Bitmap) -> tuple[int, int]:
+        """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once."""
+        lo = self.ptr[c]
+        k, ko = match_sorted(self.pair_image[lo:self.ptr[c + 1]], outer.ids)
+        rows = self.pair_row[lo + k]
+        ki, ii = match_sorted(outer.ids[ko], inner.ids)  # positions in k where inner has a row
+        x = y = 0
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for s in range(0, len(k), step):
+            acc = self._and_rows(outer.rows[ko[s:s + step]], rows[s:s + step])  # c and outer
+            x += int(popcount_rows(acc).sum())
+            a, b = np.searchsorted(ki, [s, s + step])
+            y += int(popcount_rows(acc[ki[a:b] - s] & inner.rows[ii[a:b]]).sum())
+        return x, y
+
+    def _and_rows(self, acc: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """acc &= the packed rows of pairs r, in place; image-level pairs (-1) cover every cell."""
+        pix = r >= 0
+        if pix.all():  # the usual case: a plain gather, no masked copy and scatter
+            acc &= self.bits[r]
+        else:
+            acc[pix] &= self.bits[r[pix]]
+        return acc
 
     # --- all concepts at once ---
 
@@ -370,6 +437,31 @@ class ConceptStore:
         """(pairs, |b_n and c_n|) for every pair whose image b lists: one pass over supp(b)."""
         pairs = self.pairs_in_images(b.ids)
         return pairs, self._pair_counts(pairs, self.positions(b.ids)[self.pair_image[pairs]], b)
+
+    def pair_counts_many(self, bitmaps: list[Bitmap]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`pair_counts` of several bitmaps from one read of the rows they share images with
+        (the K cluster ranges of a unit: each row of bits.u8 is gathered once, not K times)."""
+        if not bitmaps:
+            return []
+        pairs = self.pairs_in_images(np.unique(np.concatenate([b.ids for b in bitmaps])))
+        img, rows = self.pair_image[pairs], self.pair_row[pairs]
+        where = [self.positions(b.ids)[img] for b in bitmaps]  # -1: the bitmap lacks that image
+        counts = [np.zeros(len(pairs), np.int64) for _ in bitmaps]
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for s in range(0, len(pairs), step):
+            r = rows[s:s + step]
+            full = r < 0  # image-level pairs: the count is the bitmap's own
+            gathered = self.bits[np.where(full, 0, r)]
+            for b, pos, out in zip(bitmaps, where, counts):
+                p = pos[s:s + step]
+                has = np.flatnonzero(p >= 0)
+                acc, pix = b.rows[p[has]], ~full[has]
+                if pix.all():
+                    acc &= gathered[has]
+                else:
+                    acc[pix] &= gathered[has[pix]]
+                out[s + has] = popcount_rows(acc)
+        return [(pairs[pos >= 0], out[pos >= 0]) for pos, out in zip(where, counts)]
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """(N,) lookup: position of image n in sorted `ids`, -1 if absent (a gather beats a search)."""

@@ -37,9 +37,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nexplain.formulas import OPS, Formula, leaf
-from nexplain.masks import (Bitmap, ConceptStore, Region, bitmap_and, box_area, box_hull,
-                            box_overlap, combine)
+from nexplain.formulas import AND, OPS, OR, Formula, leaf
+from nexplain.masks import (Bitmap, ConceptStore, Region, bitmap_and, box_area, box_overlap,
+                            combine, hull_area)
 
 
 class Scored(NamedTuple):
@@ -118,10 +118,11 @@ def _iou(inter, size, total):
 class _Ctx:
     """One search: the unit's counts, the store, the cache and the penalty."""
 
-    def __init__(self, A: Bitmap, store: ConceptStore, cache: SearchCache, penalty):
+    def __init__(self, A: Bitmap, store: ConceptStore, cache: SearchCache, penalty, pair_counts=None):
         self.A, self.store, self.cache, self.penalty = A, store, cache, penalty
         self.total = A.count()
-        self.pairs, self.pair_counts = store.pair_counts(A)  # sorted pair ids, |A_n and c_n|
+        # sorted pair ids, |A_n and c_n|
+        self.pairs, self.pair_counts = store.pair_counts(A) if pair_counts is None else pair_counts
         self.Z = np.bincount(store.pair_concept[self.pairs], weights=self.pair_counts,
                              minlength=store.n_concepts).astype(np.int64)
         self.a_img = np.zeros(store.n_images, np.int64)
@@ -147,21 +148,27 @@ class _Ctx:
             self.cache.regions.put(f.written, hit, region.nbytes + hit[1].nbytes)
         return hit
 
-    def x_counts(self, f: Formula, c: int | None = None, bm: Bitmap | None = None):
-        """X = |L and c| for concept c, or the full (C,) vector when c is None; `bm` = L's mask."""
+    def x_counts(self, f: Formula, bm: Bitmap | None = None) -> np.ndarray:
+        """X = |L and c| for every concept c, (C,); `bm` = L's mask if at hand."""
         hit = self.cache.counts.get(f.key)
-        if c is None:
-            if hit is None or not hit[1].all():
-                hit = (self.store.counts(self.formed(f)[0].bitmap), np.ones(self.store.n_concepts, bool))
-                self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
-            return hit[0]
+        if hit is None or not hit[1].all():
+            bm = self.formed(f)[0].bitmap if bm is None else bm
+            hit = (self.store.counts(bm), np.ones(self.store.n_concepts, bool))
+            self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
+        return hit[0]
+
+    def xy_counts(self, f: Formula, c: int, bm: Bitmap, al: Bitmap) -> tuple[int, int]:
+        """(X, Y) = (|L and c|, |A and L and c|) for one concept; `bm` = L, `al` = A and L.
+        X is unit-independent and cached; a miss counts both from one read of c's rows."""
+        hit = self.cache.counts.get(f.key)
         if hit is None:
             hit = (np.zeros(self.store.n_concepts, np.int64), np.zeros(self.store.n_concepts, bool))
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
-        if not hit[1][c]:
-            bm = self.formed(f)[0].bitmap if bm is None else bm
-            hit[0][c], hit[1][c] = self.store.concept_count(c, bm), True
-        return int(hit[0][c])
+        if hit[1][c]:
+            return int(hit[0][c]), self.store.concept_count(c, al)
+        x, y = self.store.nested_counts(c, bm, al)
+        hit[0][c], hit[1][c] = x, True
+        return x, y
 
     def ic_of(self, pairs: np.ndarray) -> np.ndarray:
         """|A_n and c_n| for pair ids (0 for pairs outside supp(A)); a dense (P,) table, made once."""
@@ -170,23 +177,48 @@ class _Ctx:
             self._ic[self.pairs] = self.pair_counts
         return self._ic[pairs]
 
-    def expansion(self, f: Formula, mmesh: bool):
+    def expansion(self, f: Formula, mmesh: bool, floor: float = 0.0):
         """(|L|, |A and L|, Y = |A and L and c| (C,) or MMESH bounds (3, C)) of beam formula L.
 
-        Memoised for the search (a formula that survives a round is expanded again in the
-        next); the bitmap A and L itself is transient, as it can be large."""
+        MMESH bounds below `floor` (a score no candidate below can reach the beam with) may
+        stay coarse. Memoised for the search (a formula that survives a round is expanded
+        again in the next, with a floor as high or higher); the bitmap A and L itself is
+        transient, as it can be large."""
         hit = self.memo.get(f.written)
         if hit is None:
             region, areas = self.formed(f)
-            al = bitmap_and(self.A, region.bitmap)
-            n_l, i_l = int(areas.sum()), al.count()
+            n_l = int(areas.sum())
             if mmesh:
-                bounds, disjoint = _estimates(self, region, areas, al, n_l, i_l)
-                data = (bounds * self.factor(len(f) + 1), disjoint)
+                il_img = self.il_per_image(f, region)
+                i_l = int(il_img.sum())
+                factor = self.factor(len(f) + 1)
+                bounds, disjoint = _estimates(self, region, areas, il_img, n_l, i_l, floor / factor)
+                data = (bounds * factor, disjoint | ~_may_meet(self.store, f))
             else:
-                data = self.store.counts(al)
+                al = bitmap_and(self.A, region.bitmap)
+                i_l, data = al.count(), self.store.counts(al)
             hit = self.memo[f.written] = (n_l, i_l, data)
         return hit
+
+    def il_per_image(self, f: Formula, region: Region) -> np.ndarray:
+        """|A_n and L_n| per image, (N,); a single concept's comes from the pair counts."""
+        out = np.zeros(self.store.n_images, np.int64)
+        if len(f) == 1:
+            c = f.leaves[0]
+            lo, hi = self.store.ptr[c], self.store.ptr[c + 1]
+            out[self.store.pair_image[lo:hi]] = self.ic_of(np.arange(lo, hi))
+        else:
+            al = bitmap_and(self.A, region.bitmap)
+            out[al.ids] = al.per_image()
+        return out
+
+
+def _may_meet(store: ConceptStore, f: Formula) -> np.ndarray:
+    """(C,) bool from the dataset's concept co-occurrence: False proves |f and c| = 0."""
+    m = store.meets[f.leaves[0]]
+    for op, c in zip(f.ops, f.leaves[1:]):
+        m = m | store.meets[c] if op == OR else m & store.meets[c] if op == AND else m
+    return m
 
 
 def _rank(e: Scored):
@@ -260,43 +292,69 @@ def _exact_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
 ESTIMATE_PAIRS = 1 << 18  # pairs per block of bound terms: bounds transient memory (~50 MB)
 
 
-def _estimates(ctx: _Ctx, region: Region, areas: np.ndarray, al: Bitmap, n_l: int, i_l: int):
+def _coarse(ctx: _Ctx, n_l: int, i_l: int) -> np.ndarray:
+    """Upper bounds on the IoU of `L op c` from totals alone, (3, C): |A and F| at most
+    i_l + Z (OR), min(i_l, Z) (AND), i_l (AND NOT); |F outside A| at least the larger of
+    L's and c's (OR), 0 (AND), L's minus c's (AND NOT)."""
+    fp_l, fp_c = n_l - i_l, ctx.store.sizes - ctx.Z
+    inter = np.stack([i_l + ctx.Z, np.minimum(i_l, ctx.Z), np.full_like(ctx.Z, i_l)]).astype(np.float64)
+    fp = np.stack([np.maximum(fp_l, fp_c), np.zeros_like(fp_c), np.maximum(fp_l - fp_c, 0)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(inter > 0, inter / (ctx.total + fp), 0.0)
+
+
+def _estimates(ctx: _Ctx, region: Region, areas: np.ndarray, il_img: np.ndarray, n_l: int, i_l: int,
+               floor: float = 0.0):
     """Upper bounds on the IoU of `L op c`, (3, C) in OPS order (METHODS section 4).
 
     Per image n: Imax >= |A_n and F_n| and amin, with amin - Imax <= |F_n| - |A_n and F_n|,
     so sum Imax / (|A| + sum amin - sum Imax) >= IoU. Only images of supp(L) holding c
     need per-pair terms; elsewhere the bound is exact and enters via the totals.
     Extra bounds beyond METHODS: AND: |L and c| >= aL + ac - area(hull of boxes);
-    AND NOT: |L - c| >= aL - ac and >= |rect_L outside box_c|.
+    AND NOT: |L - c| >= aL - ac and >= |rect_L outside box_c|. And false positives: with
+    fL, fc the cells of L and c outside A_n, |F_n outside A_n| is at least fL + fc - s (OR),
+    fL - s (AND NOT) with s = min(fL, fc, box overlap), and fL + fc - |outside A_n| (AND);
+    amin = Imax + that bound keeps amin - Imax <= |F_n| - |A_n and F_n|.
+    Concepts whose `_coarse` bounds are all below `floor` keep those (no per-pair terms);
+    the others get the smaller of the two bounds.
     """
     st, bm = ctx.store, region.bitmap
+    cells = st.shape[0] * st.shape[1]
+    coarse = _coarse(ctx, n_l, i_l)
+    refine = coarse.max(axis=0) >= floor
     pairs, where = st.pairs_in_images(bm.ids), st.positions(bm.ids)
-    il_img = np.zeros(st.n_images, np.int64)
-    il_img[al.ids] = al.per_image()
-    terms = np.zeros((7, st.n_concepts))  # per-pair corrections to the totals, summed per concept
+    if not refine.all():
+        pairs = pairs[refine[st.pair_concept[pairs]]]
+    terms = np.zeros((7, st.n_concepts), np.int64)  # per-pair corrections to the totals, per concept
+    mx = np.maximum
     for s in range(0, len(pairs), ESTIMATE_PAIRS):
-        p = pairs[s:s + ESTIMATE_PAIRS]
+        p = pairs[s:s + ESTIMATE_PAIRS]  # concept-major, so each concept is one segment
         n, c = st.pair_image[p], st.pair_concept[p]
         pos = where[n]
-        a_n, il, ic = ctx.a_img[n], il_img[n], ctx.ic_of(p)
-        a_l, a_c = areas[pos].astype(np.int64), st.area[p].astype(np.int64)
+        i32 = np.int32  # cell counts fit; half the memory traffic of int64
+        a_n, il, ic = ctx.a_img[n].astype(i32), il_img[n].astype(i32), ctx.ic_of(p)
+        a_l, a_c = areas[pos].astype(i32), st.area[p].astype(i32)
         box_l, rect_l, box_c, rect_c = region.box[pos], region.rect[pos], st.box[p], st.rect[p]
-        ov_box = box_overlap(box_l, box_c)
+        ov_box = box_overlap(box_l, box_c).astype(i32)
+        fl, fc = a_l - il, a_c - ic  # cells of L and of c outside A_n
+        shared_fp = np.minimum(np.minimum(fl, fc), ov_box)  # >= |L and c outside A_n|
         or_i = np.minimum(a_n, il + ic)
-        or_a = np.maximum.reduce([a_l, a_c, a_l + a_c - ov_box, or_i])
+        or_a = mx(mx(a_l, a_c), mx(a_l + a_c - ov_box, or_i + fl + fc - shared_fp))
         and_i = np.minimum(il, ic)
-        and_a = np.maximum.reduce([box_overlap(rect_l, rect_c),
-                                   a_l + a_c - box_area(box_hull(box_l, box_c)), and_i])
+        and_a = mx(mx(box_overlap(rect_l, rect_c), a_l + a_c - hull_area(box_l, box_c)),
+                   and_i + mx(fl + fc - (cells - a_n), 0))
         not_i = np.minimum(il, a_n - ic)
-        not_a = np.maximum.reduce([a_l - np.minimum(ov_box, a_c),
-                                   box_area(rect_l) - box_overlap(rect_l, box_c), not_i])
-        for t, w in enumerate([or_i - il - ic, or_a - a_l - a_c, and_i, and_a, not_i - il, not_a - a_l, ov_box]):
-            terms[t] += np.bincount(c, weights=w, minlength=st.n_concepts)
+        not_a = mx(mx(a_l - np.minimum(ov_box, a_c), box_area(rect_l) - box_overlap(rect_l, box_c)),
+                   not_i + fl - shared_fp)
+        w = np.stack([or_i - il - ic, or_a - a_l - a_c, and_i, and_a, not_i - il, not_a - a_l, ov_box])
+        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        terms[:, c[first]] += np.add.reduceat(w.astype(np.int64), first, axis=1)
     inter = np.stack([i_l + ctx.Z + terms[0], terms[2], i_l + terms[4]])
     size = np.stack([n_l + st.sizes + terms[1], terms[3], n_l + terms[5]])
     with np.errstate(invalid="ignore", divide="ignore"):
-        bounds = np.where(inter > 0, inter / (ctx.total + size - inter), 0.0)
-    return bounds, terms[6] == 0  # boxes never overlap: |L and c| = 0 exactly, no count needed
+        fine = np.where(inter > 0, inter / (ctx.total + size - inter), 0.0)
+    bounds = np.where(refine, np.minimum(fine, coarse), coarse)
+    return bounds, refine & (terms[6] == 0)  # boxes never overlap: |L and c| = 0, no count needed
 
 
 def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
@@ -305,29 +363,33 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
     # the beam's masks stay pinned for the round: evaluations interleave across them, and an
     # LRU smaller than the beam would rebuild them over and over
     masks = [ctx.formed(e.formula)[0].bitmap for e in beam_entries]
+    floor = sel.worst if sel.full else 0.0  # only rises during the round, and round to round
     for li, e in enumerate(beam_entries):
-        bound = ctx.expansion(e.formula, mmesh=True)[2][0]
+        bound = ctx.expansion(e.formula, mmesh=True, floor=floor)[2][0]
         op, c = np.nonzero((bound > 0) & ctx.nonempty)
         parts.append((np.full(len(c), li), op, c, bound[op, c]))
     if not parts:
         return 0
     li, op, c, bound = (np.concatenate(p) for p in zip(*parts))
-    visited = 0
+    visited, als = 0, {}
     for k in np.argsort(-bound, kind="stable"):
         if sel.full and bound[k] < sel.worst:
             break
         left, cc = beam_entries[li[k]].formula, int(c[k])
         f = left.extend(OPS[op[k]], cc)
-        if sel.blocked(f):
+        # a bound equal to the worst score still loses the tie-break to a shorter or
+        # lower-keyed formula: skipping it is exact
+        if sel.blocked(f) or (sel.full and (-bound[k], len(f.key[0]), f.key) > _rank(sel.entries[-1])):
             continue
         iou = ctx.known.get(f.key)
         if iou is None:  # an equivalent formula seen before has the same IoU: no need to count
             n_l, i_l, (_, disjoint) = ctx.expansion(left, mmesh=True)
-            counted = not disjoint[cc]  # disjoint boxes: X = Y = 0 exactly, nothing to read
+            counted = not disjoint[cc]  # X = Y = 0 proven (boxes, co-occurrence): nothing to read
             if counted and (left.written, cc) not in ctx.xy:  # X and Y serve all three operators
                 bm = masks[li[k]]
-                ctx.xy[left.written, cc] = (ctx.x_counts(left, cc, bm),
-                                            st.concept_count(cc, bm, ctx.A))
+                if li[k] not in als:  # Y from A and L reads fewer rows than from A and L apart
+                    als[li[k]] = bitmap_and(ctx.A, bm)
+                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, bm, als[li[k]])
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
             size = (n_l + int(st.sizes[cc]) - x, x, n_l - x)[op[k]]
             inter = (i_l + int(ctx.Z[cc]) - y, y, i_l - y)[op[k]]
@@ -337,25 +399,26 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
     return visited
 
 
-def _search(A, store, length, beam, start_beam, penalty, cache, round_fn) -> SearchResult:
+def _search(A, store, length, beam, start_beam, penalty, cache, round_fn, final_beam=1,
+            pair_counts=None) -> SearchResult:
     if A.shape != store.shape or A.n_images != store.n_images:
         raise ValueError(f"bitmap {A.n_images}x{A.shape} does not match the store "
                          f"{store.n_images}x{store.shape}")
-    if length < 1 or beam < 1 or (start_beam is not None and start_beam < 1):
-        raise ValueError("length, beam and start_beam must be >= 1")
+    if min(length, beam, final_beam, start_beam or 1) < 1:
+        raise ValueError("length, beam, start_beam and final_beam must be >= 1")
     if penalty is not None and not penalty > 0:
         raise ValueError(f"penalty must be > 0, got {penalty}")  # bounds need a positive factor
     if len(A.ids) == 0:  # Bitmaps hold no empty rows: no ids means no cells
         return SearchResult(None, 0.0, 0.0, (), 0, 0, dead=True)
-    ctx = _Ctx(A, store, (cache or default_cache(store)).bind(store), penalty)
+    ctx = _Ctx(A, store, (cache or default_cache(store)).bind(store), penalty, pair_counts)
     iou = np.where(ctx.nonempty, _iou(ctx.Z, store.sizes, ctx.total), 0.0)
     order = np.lexsort((np.arange(len(iou)), -iou))  # IoU desc, then id (= canonical key)
     start = [Scored(leaf(c), float(iou[c]), float(iou[c]))
              for c in order[:start_beam or beam] if iou[c] > 0]
     ctx.known.update((e.formula.key, e.iou) for e in start)
-    entries, compound = start[:beam], 0
-    for _ in range(length - 1):
-        sel = _Selection(beam, start)
+    entries, compound = start[:min(beam, final_beam) if length == 1 else beam], 0
+    for r in range(length - 1):
+        sel = _Selection(beam if r < length - 2 else final_beam, start)
         compound += round_fn(ctx, sel, start)
         entries = start = sel.entries
     visited = int(ctx.nonempty.sum()) + compound  # every non-empty single is counted once
@@ -365,20 +428,26 @@ def _search(A, store, length, beam, start_beam, penalty, cache, round_fn) -> Sea
                         visited, compound)
 
 
-def netdissect(A: Bitmap, store: ConceptStore, cache: SearchCache | None = None) -> SearchResult:
-    """Best single concept by IoU (ties: lowest id)."""
-    return _search(A, store, 1, 1, None, None, cache, None)
+def netdissect(A: Bitmap, store: ConceptStore, cache: SearchCache | None = None,
+               pair_counts=None) -> SearchResult:
+    """Best single concept by IoU (ties: lowest id). Every search takes `pair_counts`, A's
+    `store.pair_counts` if already at hand (`store.pair_counts_many` shares one read)."""
+    return _search(A, store, 1, 1, None, None, cache, None, pair_counts=pair_counts)
 
 
 def beam_search(A: Bitmap, store: ConceptStore, length: int = 3, beam: int = 5,
                 start_beam: int | None = None, penalty: float | None = None,
-                cache: SearchCache | None = None) -> SearchResult:
-    """CoEx beam search (METHODS section 3), every candidate counted exactly."""
-    return _search(A, store, length, beam, start_beam, penalty, cache, _exact_round)
+                cache: SearchCache | None = None, final_beam: int = 1, pair_counts=None) -> SearchResult:
+    """CoEx beam search (METHODS section 3), every candidate counted exactly.
+
+    The last round keeps `final_beam` formulas: 1, the reported best, by default (as the
+    reference does); `final_beam=beam` keeps the whole beam. Earlier rounds are unchanged,
+    so the best is the same either way."""
+    return _search(A, store, length, beam, start_beam, penalty, cache, _exact_round, final_beam, pair_counts)
 
 
 def mmesh_search(A: Bitmap, store: ConceptStore, length: int = 3, beam: int = 5,
                  start_beam: int | None = None, penalty: float | None = None,
-                 cache: SearchCache | None = None) -> SearchResult:
+                 cache: SearchCache | None = None, final_beam: int = 1, pair_counts=None) -> SearchResult:
     """Same result as `beam_search`, visiting candidates in MMESH bound order."""
-    return _search(A, store, length, beam, start_beam, penalty, cache, _mmesh_round)
+    return _search(A, store, length, beam, start_beam, penalty, cache, _mmesh_round, final_beam, pair_counts)

@@ -173,6 +173,25 @@ def _torchvision_weights(arch: str, name: str):
 # --- open_clip: the visual tower of a CLIP model -----------------------------
 
 def _load_open_clip(spec: dict) -> LoadedModel:
+    model, preprocess = _create_open_clip(spec, text=False)  # we keep only the visual tower
+    visual = model.visual
+    size = visual.image_size
+    meta = {"name": spec["name"], "pretrained": spec.get("pretrained"),
+            "input_size": size[0] if isinstance(size, (tuple, list)) else size,
+            "embed_dim": getattr(visual, "output_dim", None)}
+    return LoadedModel(visual, preprocess, spec, meta)
+
+
+def load_clip(spec: dict):
+    """(model, preprocess, tokenizer) of a whole open_clip model (both towers), in eval
+    mode; `spec`: name, pretrained (a tag in the local cache, a file, or None)."""
+    import open_clip
+
+    model, preprocess = _create_open_clip(spec, text=True)
+    return model.eval(), preprocess, open_clip.get_tokenizer(spec["name"])
+
+
+def _create_open_clip(spec: dict, text: bool):
     import open_clip  # heavy import, only when asked for
 
     name, pretrained = spec["name"], spec.get("pretrained")
@@ -181,7 +200,7 @@ def _load_open_clip(spec: dict) -> LoadedModel:
         near = difflib.get_close_matches(name, models, n=8, cutoff=0.3) or models[:8]
         raise ModelError(f"unknown open_clip model {name!r}; {len(models)} are known "
                          f"(open_clip.list_models()), e.g. {', '.join(near)}")
-    kwargs = {"pretrained_text": False}  # we keep only the visual tower
+    kwargs = {} if text else {"pretrained_text": False}
     if pretrained and not os.path.isfile(pretrained):
         cfg = open_clip.get_pretrained_cfg(name, pretrained)
         if not cfg:
@@ -198,12 +217,7 @@ def _load_open_clip(spec: dict) -> LoadedModel:
             name, pretrained=pretrained, **kwargs)
     except Exception as e:
         raise ModelError(f"open_clip cannot build {name} (pretrained={spec.get('pretrained')!r}): {e}") from None
-    visual = model.visual
-    size = visual.image_size
-    meta = {"name": name, "pretrained": spec.get("pretrained"),
-            "input_size": size[0] if isinstance(size, (tuple, list)) else size,
-            "embed_dim": getattr(visual, "output_dim", None)}
-    return LoadedModel(visual, preprocess, spec, meta)
+    return model, preprocess
 
 
 def _open_clip_cached_file(name: str, tag: str, cfg: dict) -> str:

@@ -1,0 +1,141 @@
+# Linear Explanations, simulation scores and Top Impact (METHODS section 5).
+# Splits and concept matrices are per dataset; explanations, scores and Top Impact per
+# (model, dataset, layer).
+
+
+rule splits:
+    input:
+        f"{RESULTS}/{{dataset}}/concepts",
+    output:
+        f"{RESULTS}/{{dataset}}/splits.parquet",
+    log:
+        f"logs/splits/{{dataset}}.log",
+    benchmark:
+        f"logs/benchmarks/splits/{{dataset}}.tsv"
+    params:
+        split=LINEAR.get("split"),
+        code=code("splits"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/splits.py"
+
+
+rule label_matrix:
+    input:
+        concepts=f"{RESULTS}/{{dataset}}/concepts",
+        root=dataset_root,
+    output:
+        f"{RESULTS}/{{dataset}}/concept_matrix/label.parquet",
+    log:
+        f"logs/label_matrix/{{dataset}}.log",
+    benchmark:
+        f"logs/benchmarks/label_matrix/{{dataset}}.tsv"
+    params:
+        reader=lambda wc: reader_kind(wc.dataset),
+        superclasses=lambda wc: DATASETS[wc.dataset].get("superclasses", {}),
+        code=code("label_matrix"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/label_matrix.py"
+
+
+rule linear:
+    input:
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/summary.parquet",
+        matrix=f"{RESULTS}/{{dataset}}/concept_matrix/{{source}}.parquet",
+        splits=f"{RESULTS}/{{dataset}}/splits.parquet",
+    output:
+        report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/le_{{source}}.parquet",
+               caption="../report/linear.rst", category="Explanations", subcategory="{model} {layer}"),
+    log:
+        f"logs/linear/{{model}}/{{dataset}}/{{layer}}/{{source}}.log",
+    benchmark:
+        f"logs/benchmarks/linear/{{model}}/{{dataset}}/{{layer}}/{{source}}.tsv"
+    params:
+        settings=linear_settings(),
+        threads=config["threads"],
+        code=code("linear"),
+    threads: config["threads"]
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/linear.py"
+
+
+rule simulate:
+    input:
+        unpack(model_weights),
+        unpack(layer_activations),
+        manifest=f"{RESULTS}/models/{{model}}/model.json",
+        splits=f"{RESULTS}/{{dataset}}/splits.parquet",
+        simulator=lambda wc: f"{RESULTS}/{wc.dataset}/concept_matrix/{LINEAR['simulate']['simulator']}.parquet",
+        root=dataset_root,
+        explanations=lambda wc: list(simulated_explanations(wc).values()),
+    output:
+        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.parquet",
+                      caption="../report/simulation.rst", category="Scores", subcategory="{model} {layer}"),
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.json",
+    log:
+        f"logs/simulate/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/simulate/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        simulate=LINEAR.get("simulate"),
+        explainers=lambda wc: list(simulated_explanations(wc)),
+        reader=lambda wc: reader_kind(wc.dataset),
+        threads=config["threads"],
+        code=code("simulate"),
+    threads: config["threads"]
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/simulate.py"
+
+
+rule top_impact:
+    input:
+        unpack(model_weights),
+        unpack(layer_activations),
+        manifest=f"{RESULTS}/models/{{model}}/model.json",
+        root=dataset_root,
+    output:
+        table=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.parquet",
+        figure=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.png",
+                      caption="../report/top_impact.rst", category="Scores", subcategory="{model} {layer}"),
+    log:
+        f"logs/top_impact/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/top_impact/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        top_impact=LINEAR.get("top_impact"),
+        temperature=LINEAR.get("simulate", {}).get("temperature"),
+        replay=LINEAR.get("simulate", {}).get("replay"),
+        reader=lambda wc: reader_kind(wc.dataset),
+        threads=config["threads"],
+        code=code("top_impact"),
+    threads: config["threads"]
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/top_impact.py"
+
+
+rule area_chart:
+    input:
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/summary.parquet",
+        matrix=f"{RESULTS}/{{dataset}}/concept_matrix/label.parquet",
+    output:
+        f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/area_chart.parquet",
+    log:
+        f"logs/area_chart/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/area_chart/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        buckets=LINEAR.get("area_chart", {}).get("buckets"),
+        code=code("area_chart"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/area_chart.py"

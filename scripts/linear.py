@@ -1,0 +1,30 @@
+"""Linear Explanations of one layer's units from one concept matrix."""
+import pandas as pd
+import torch
+
+from nexplain.activations import read_summary
+from nexplain.conceptmatrix import read_matrix
+from nexplain.tables import write_table
+from nexplain.linear import LinearSettings, aligned, explain_units, linear_table
+from nexplain.runner import run_rule
+from nexplain.splits import split_masks
+from nexplain.tracking import Outcome
+
+
+def main(snakemake):
+    p, w, inp = snakemake.params, snakemake.wildcards, snakemake.input
+    torch.set_num_threads(p.threads)
+    ids, Q, _ = read_summary(inp.summary)
+    p_ids, P, names, meta = read_matrix(inp.matrix)
+    P = aligned(ids, p_ids, P, inp.matrix)
+    masks = split_masks(pd.read_parquet(inp.splits), ids)
+    exps, keep, W = explain_units(P, Q, masks, LinearSettings(**p.settings))
+    df = linear_table(exps, names, keep, W)
+    write_table(df, snakemake.output[0], {"model": w.model, "dataset": w.dataset, "layer": w.layer,
+                                          "source": w.source, "matrix": meta, "settings": p.settings})
+    live = df[~df["dead"]]
+    return Outcome(metrics={"mean_val_corr": float(live["val_corr"].mean()), "mean_length": float(live["length"].mean()),
+                            "dead_units": int(df["dead"].sum()), "concepts_kept": int(keep.sum())})
+
+
+run_rule(snakemake, main)

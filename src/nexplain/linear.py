@@ -1,0 +1,241 @@
+"""Linear Explanations (METHODS section 5): each unit as a short weighted sum of concepts.
+
+Two steps for all units of a layer:
+
+1. `elastic_net`: on standardised train data (concepts and activations), minimise per unit
+   1/(2 N) ||P w - q||^2 + lam * ((1 - alpha)/2 ||w||^2 + alpha ||w||_1)
+   (glm-saga's mean loss, scikit-learn's `ElasticNet` objective with alpha=lam,
+   l1_ratio=alpha), by coordinate descent on the shared Gram matrix.
+2. `greedy`: Algorithm 1 of the paper. Candidates are the `r` highest-weight concepts not
+   chosen and not banned; each candidate set is fitted by least squares with intercept on
+   train and scored by Pearson correlation on val. All of it comes from the split's
+   centred cross-product matrices, so a candidate costs a k x k solve (k <= v), not a
+   pass over the data. Returns the concepts actually chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nexplain.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class LinearSettings:
+    lam: float = 0.05       # the authors' lambda
+    alpha: float = 0.99     # share of L1 in the elastic net
+    v: int = 10             # most concepts in an explanation
+    r: int = 10             # candidates per greedy round
+    tol: float = 0.02       # least gain in val correlation to add a concept
+    max_iter: int = 1000    # coordinate descent sweeps
+    cd_tol: float = 1e-6    # coordinate descent stopping tolerance (scikit-learn's `tol`)
+
+    def __post_init__(self):
+        if not self.lam > 0 or not 0 < self.alpha <= 1:
+            raise ConfigError(f"linear: need lam > 0 and 0 < alpha <= 1, got lam={self.lam}, alpha={self.alpha}")
+        if self.v < 1 or self.r < 1 or self.tol < 0:
+            raise ConfigError(f"linear: need v >= 1, r >= 1, tol >= 0, got v={self.v}, r={self.r}, tol={self.tol}")
+
+
+def keep_concepts(P_train: np.ndarray, top: int = 5, min_top: float = 0.5, min_std: float = 1e-5) -> np.ndarray:
+    """(C,) bool: the mean of a concept's `top` largest train values is >= min_top and its
+    train std >= min_std (train split only; the authors looked at every split)."""
+    n, C = P_train.shape
+    k = min(top, n)
+    if k == 0:
+        return np.zeros(C, bool)
+    top_mean = np.empty(C)
+    for c in range(0, C, 256):  # column blocks: np.partition copies its input
+        block = np.asarray(P_train[:, c:c + 256], np.float64)
+        top_mean[c:c + 256] = -np.mean(np.partition(-block, k - 1, axis=0)[:k], axis=0)
+    return (top_mean >= min_top) & (_column_stats(P_train)[1] >= min_std)
+
+
+ROWS_PER_CHUNK = 2048  # rows of P standardised at a time: bounds float64 copies at any size
+
+
+def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per column in float64, one chunk of rows at a time."""
+    n, total, sq = len(x), np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    mean = np.zeros(x.shape[1])
+    for s in range(0, n, ROWS_PER_CHUNK):
+        total += np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64).sum(0)
+    mean = total / max(n, 1)
+    for s in range(0, n, ROWS_PER_CHUNK):
+        sq += ((np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64) - mean) ** 2).sum(0)
+    return mean, np.sqrt(sq / max(n, 1))
+
+
+def _varies(std, mean):
+    """A std above rounding noise: a constant column's centred values are not exactly 0."""
+    return np.asarray(std) > 1e-9 * np.abs(mean)
+
+
+class _Moments:
+    """Means and centred cross products of one split (P restricted to the kept concepts):
+    every least-squares fit and correlation on that split follows from them."""
+
+    def __init__(self, mp, mq, pp, pq, qq, n: int):
+        self.mp, self.mq, self.pp, self.pq, self.qq, self.n = mp, mq, pp, pq, qq, n
+
+    @classmethod
+    def of(cls, P: np.ndarray, Q: np.ndarray) -> _Moments:
+        mp, mq = _column_stats(P)[0], _column_stats(Q)[0]
+        pp, pq = np.zeros((P.shape[1],) * 2), np.zeros((P.shape[1], Q.shape[1]))
+        qq = np.zeros(Q.shape[1])
+        for s in range(0, len(P), ROWS_PER_CHUNK):
+            Pc = np.asarray(P[s:s + ROWS_PER_CHUNK], np.float64) - mp
+            Qc = np.asarray(Q[s:s + ROWS_PER_CHUNK], np.float64) - mq
+            pp += Pc.T @ Pc
+            pq += Pc.T @ Qc
+            qq += (Qc * Qc).sum(0)
+        return cls(mp, mq, pp, pq, qq, len(P))
+
+    @np.errstate(invalid="ignore", divide="ignore")
+    def standardised(self, n: int):
+        """(X^T X, X^T Y, live concepts, live units) of z-scored P and Q (std over n rows).
+        Entries of constant columns are meaningless; the masks say which vary."""
+        sp, sq = np.sqrt(np.diag(self.pp) / n), np.sqrt(self.qq / n)
+        return self.pp / np.outer(sp, sp), self.pq / np.outer(sp, sq), _varies(sp, self.mp), _varies(sq, self.mq)
+
+    def corr(self, S: np.ndarray, w: np.ndarray, u: int) -> np.ndarray:
+        """Pearson correlation with unit u of P[:, S[i]] w[i] (+ any bias); S, w are (m, k)."""
+        cov = np.einsum("mk,mk->m", w, self.pq[S, u])
+        var = np.einsum("mk,mkl,ml->m", w, self.pp[S[:, :, None], S[:, None, :]], w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cov / np.sqrt(var * self.qq[u])
+
+
+def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings(),
+                moments: _Moments | None = None) -> np.ndarray:
+    """Elastic-net weights (C, U) for every unit (columns of Q) on standardised P and Q.
+
+    Coordinate descent on the Gram matrix (scikit-learn's `enet_path`), which is all the
+    solver reads besides each unit's targets, so P is never copied whole in float64 and
+    the train moments of the greedy search come from the same pass. Constant concepts
+    get weight 0; a constant unit gets all zeros."""
+    from sklearn.linear_model import enet_path  # slow import, only needed here
+
+    m = moments or _Moments.of(P, Q)
+    n = len(P)
+    G, XY, live_c, live_u = m.standardised(n)
+    cols, units = np.flatnonzero(live_c), np.flatnonzero(live_u)
+    W = np.zeros((P.shape[1], Q.shape[1]))
+    if len(cols) == 0 or len(units) == 0:
+        return W
+    G = np.ascontiguousarray(G[np.ix_(cols, cols)])
+    shape_only = np.broadcast_to(np.zeros(1), (n, len(cols)))  # the Gram path reads only its shape
+    sq = np.sqrt(m.qq / n)
+    for u in units:
+        y = (np.asarray(Q[:, u], np.float64) - m.mq[u]) / sq[u]
+        _, coefs, _ = enet_path(shape_only, y, l1_ratio=s.alpha, alphas=[s.lam], precompute=G,
+                                Xy=np.ascontiguousarray(XY[cols, u]), max_iter=s.max_iter, tol=s.cd_tol,
+                                check_input=False)
+        W[cols, u] = coefs[:, 0]
+    return W
+
+
+def least_squares(m: _Moments, S: np.ndarray, u: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact least-squares fits with intercept: S is (m, k) candidate sets; returns
+    weights (m, k) and biases (m,). Collinear sets get the minimum-norm solution."""
+    A = m.pp[S[:, :, None], S[:, None, :]]
+    w = np.einsum("mkl,ml->mk", np.linalg.pinv(A, hermitian=True), m.pq[S, u])
+    return w, m.mq[u] - np.einsum("mk,mk->m", w, m.mp[S])
+
+
+@dataclass(frozen=True)
+class Explanation:
+    concepts: tuple[int, ...]
+    weights: tuple[float, ...]
+    bias: float
+    train_corr: float
+    val_corr: float
+    dead: bool = False
+
+
+def greedy(weights: np.ndarray, train: _Moments, val: _Moments, u: int, allowed: np.ndarray,
+           s: LinearSettings = LinearSettings()) -> Explanation:
+    """Algorithm 1 for unit u: `weights` (C,) from the elastic net, `allowed` (C,) bool."""
+    if not _varies(np.sqrt(train.qq[u] / train.n), train.mq[u]):
+        return Explanation((), (), float(train.mq[u]), float("nan"), float("nan"), dead=True)
+    chosen: list[int] = []
+    banned = ~np.asarray(allowed, bool)
+    best, fit = 0.0, None
+    order = np.argsort(-weights, kind="stable")  # highest weight first, ties by id
+    while len(chosen) < s.v:
+        free = order[~banned[order]]
+        free = free[~np.isin(free, chosen)][:s.r]
+        if len(free) == 0:
+            break
+        sets = np.column_stack([np.tile(chosen, (len(free), 1)).astype(np.int64), free])
+        w, b = least_squares(train, sets, u)
+        rho = np.nan_to_num(val.corr(sets, w, u), nan=-np.inf)
+        bad = rho < best + s.tol
+        banned[free[bad]] = True
+        if bad.all():
+            break
+        j = int(np.argmax(np.where(bad, -np.inf, rho)))
+        chosen.append(int(free[j]))
+        best, fit = float(rho[j]), (w[j], float(b[j]))
+    if fit is None:
+        return Explanation((), (), float(train.mq[u]), float("nan"), float("nan"))
+    rho_train = train.corr(np.array([chosen]), fit[0][None], u)[0]
+    return Explanation(tuple(chosen), tuple(float(x) for x in fit[0]), fit[1], float(rho_train), best)
+
+
+def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
+                  s: LinearSettings = LinearSettings()) -> tuple[list[Explanation], np.ndarray, np.ndarray]:
+    """LE for every unit: P (N, C) concepts, Q (N, U) activations, `masks` from
+    `nexplain.splits.split_masks`. Returns explanations, the kept-concept mask and the
+    elastic-net weights (C, U). Memory: the train rows of P once in their own dtype, and
+    C x C and C x U float64 products for train and val."""
+    Q = np.asarray(Q, np.float64)
+    tr, va = masks["train"], masks["val"]
+    P_tr = np.asarray(P)[tr]
+    keep = keep_concepts(P_tr)
+    cols = np.flatnonzero(keep)
+    P_tr = P_tr[:, cols] if len(cols) < P_tr.shape[1] else P_tr
+    train = _Moments.of(P_tr, Q[tr])
+    W = np.zeros((P.shape[1], Q.shape[1]))
+    W[cols] = elastic_net(P_tr, Q[tr], s, moments=train)
+    del P_tr
+    val = _Moments.of(np.asarray(P)[va][:, cols], Q[va])
+    allowed = np.ones(len(cols), bool)
+    out = []
+    for u in range(Q.shape[1]):
+        e = greedy(W[cols, u], train, val, u, allowed, s)
+        out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
+                               e.train_corr, e.val_corr, e.dead))
+    return out, keep, W
+
+
+def aligned(ids: np.ndarray, other_ids: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """Rows of `values` (indexed by `other_ids`) in the order of `ids`; every id must be there."""
+    pos = {int(i): k for k, i in enumerate(other_ids)}
+    missing = [int(i) for i in ids if int(i) not in pos]
+    if missing:
+        raise DataError(f"{what} lacks {len(missing)} of the activations' images (first: {missing[0]})")
+    return np.asarray(values)[[pos[int(i)] for i in ids]]
+
+
+def linear_table(explanations: list[Explanation], names: list[str], keep: np.ndarray, W: np.ndarray):
+    """One row per unit: concepts, their ids and weights, bias (raw units), length, train and
+    val correlation, dead; plus how many concepts passed the filter and the elastic net's
+    non-zeros."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "unit": np.arange(len(explanations), dtype=np.int32),
+        "concepts": [[names[c] for c in e.concepts] for e in explanations],
+        "concept_ids": [np.array(e.concepts, np.int32) for e in explanations],
+        "weights": [np.array(e.weights, np.float64) for e in explanations],
+        "bias": [e.bias for e in explanations],
+        "length": np.array([len(e.concepts) for e in explanations], np.int32),
+        "train_corr": [e.train_corr for e in explanations],
+        "val_corr": [e.val_corr for e in explanations],
+        "dead": [e.dead for e in explanations],
+        "n_concepts_kept": np.full(len(explanations), int(keep.sum()), np.int32),
+        "enet_nonzero": (W != 0).sum(axis=0).astype(np.int32),
+    })

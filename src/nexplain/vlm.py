@@ -1,0 +1,114 @@
+"""Concept matrices from a vision-language model (METHODS section 5, VLM mode).
+
+P = sigmoid(a * (cos(E_T(c), E_I(x)) + b)) with L2-normalised open_clip embeddings.
+Image embeddings are cached as Parquet (`image_id`, `embedding`), so a new concept set
+only encodes its texts. (a, b) minimise binary cross-entropy against labelled data: the
+concepts of the set that the dataset also labels (names compared case-insensitively,
+`_` as a space). That is a one-feature logistic regression: a = w, b = w0 / w.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from nexplain.data.images import ImageDataset, ImageTable
+from nexplain.errors import DataError
+from nexplain.io import atomic_path
+
+log = logging.getLogger(__name__)
+META_KEY = b"nexplain"
+
+
+def read_concept_set(path) -> list[str]:
+    """One concept a line; blank lines and `#` comments skipped; duplicates are an error."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read concept set {path}: {e}") from None
+    names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    seen, dup = set(), []
+    for n in names:
+        (dup.append(n) if n in seen else seen.add(n))
+    if dup:
+        raise DataError(f"{path}: concepts listed twice: {dup[:5]}")
+    if not names:
+        raise DataError(f"{path}: no concepts")
+    return names
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def image_embeddings(model, preprocess, table: ImageTable, batch_size: int = 64,
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, L2-normalised embeddings (N, D) float32), in image-id order."""
+    ds = ImageDataset(table, preprocess)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    ids, out = [], []
+    for x, i in tqdm(loader, desc="image embeddings", disable=not progress):
+        out.append(_normalise(model.encode_image(x).float()))
+        ids.append(i)
+    return torch.cat(ids).numpy().astype(np.int64), torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def text_embeddings(model, tokenizer, concepts: list[str], template: str = "{}") -> np.ndarray:
+    tokens = tokenizer([template.format(c.replace("_", " ")) for c in concepts])
+    return _normalise(model.encode_text(tokens).float()).numpy()
+
+
+def write_embeddings(path, ids: np.ndarray, emb: np.ndarray, meta: dict) -> None:
+    flat = pa.array(emb.astype(np.float32).ravel())
+    col = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
+    table = pa.table({"image_id": pa.array(ids, pa.int64()), "embedding": col})
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_embeddings(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read image embeddings ({e})") from e
+    col = table.column("embedding").combine_chunks()
+    emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
+    meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    return table.column("image_id").to_numpy().astype(np.int64), emb, meta
+
+
+def matched_labels(concepts: list[str], label_names: list[str]) -> list[tuple[int, int]]:
+    """(index in the set, index in the labels) for concepts the dataset labels."""
+    key = {n.strip().lower().replace("_", " "): j for j, n in enumerate(label_names)}
+    return [(i, key[c.strip().lower().replace("_", " ")]) for i, c in enumerate(concepts)
+            if c.strip().lower().replace("_", " ") in key]
+
+
+def calibrate(cos: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimising the BCE of sigmoid(a (cos + b)) against 0/1 labels (same shape)."""
+    from sklearn.linear_model import LogisticRegression  # slow import, only needed here
+
+    x, y = np.asarray(cos, np.float64).ravel(), np.asarray(labels).ravel() > 0.5
+    if y.all() or not y.any():
+        raise DataError("calibration needs labelled data with both positives and negatives; "
+                        f"got {int(y.sum())} positives of {y.size}")
+    fit = LogisticRegression(C=1e6, tol=1e-10, max_iter=10000).fit(x[:, None], y)
+    w, w0 = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if w == 0:
+        raise DataError("calibration found no relation between the VLM's similarities and the labels")
+    return w, w0 / w
+
+
+def vlm_matrix(img: np.ndarray, txt: np.ndarray, a: float, b: float) -> np.ndarray:
+    cos = np.asarray(img, np.float64) @ np.asarray(txt, np.float64).T
+    return (1.0 / (1.0 + np.exp(-a * (cos + b)))).astype(np.float32)

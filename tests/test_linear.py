@@ -1,0 +1,121 @@
+"""Linear Explanations: planted units, the length cap, elastic-net optimality, a direct greedy."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import ElasticNet
+
+from nexplain.errors import ConfigError
+from nexplain.linear import LinearSettings, elastic_net, explain_units, keep_concepts
+from nexplain.splits import make_splits, split_masks
+
+
+def concept_matrix(rng, n=3000, c=30):
+    """Probabilities in [0, 1]: a mix of rare binary labels and smooth scores."""
+    P = np.where(rng.random((n, c)) < 0.5, rng.random((n, c)) < 0.2, rng.beta(0.5, 0.5, (n, c)))
+    return P.astype(np.float64)
+
+
+def masks_for(n, seed=0):
+    return split_masks(make_splits(np.arange(n), seed=seed), np.arange(n))
+
+
+def test_planted_units_recovered():
+    rng = np.random.default_rng(0)
+    P = concept_matrix(rng)
+    q0 = 2 * P[:, 3] + 1 * P[:, 17] + 0.05 * rng.standard_normal(len(P))
+    q1 = 1.5 * P[:, 8] - 0.2 + 0.05 * rng.standard_normal(len(P))
+    exps, keep, W = explain_units(P, np.column_stack([q0, q1]), masks_for(len(P)))
+    assert keep.all()
+    e0, e1 = exps
+    assert set(e0.concepts) == {3, 17} and len(e0.concepts) == 2
+    w = dict(zip(e0.concepts, e0.weights))
+    assert w[3] == pytest.approx(2.0, rel=0.05) and w[17] == pytest.approx(1.0, rel=0.05)
+    assert e0.val_corr > 0.95 and e0.train_corr > 0.95
+    assert e1.concepts == (8,) and e1.weights[0] == pytest.approx(1.5, rel=0.05)
+    assert e1.bias == pytest.approx(-0.2, abs=0.02)
+
+
+def direct_greedy(P, q, tr, va, w, allowed, v, r, tol):
+    """Algorithm 1 of the paper on the raw data, with lstsq and np.corrcoef."""
+    chosen, banned, best, fit = [], set(np.flatnonzero(~allowed)), 0.0, None
+    while len(chosen) < v:
+        cands = [int(i) for i in np.argsort(-w, kind="stable") if i not in banned and i not in chosen][:r]
+        if not cands:
+            break
+        scores = {}
+        for c in cands:
+            S = chosen + [c]
+            X = np.column_stack([P[tr][:, S], np.ones(tr.sum())])
+            coef = np.linalg.lstsq(X, q[tr], rcond=None)[0]
+            pred = np.column_stack([P[va][:, S], np.ones(va.sum())]) @ coef
+            scores[c] = (np.corrcoef(pred, q[va])[0, 1], coef)
+        good = {c: s for c, s in scores.items() if s[0] >= best + tol}
+        banned |= set(scores) - set(good)
+        if not good:
+            break
+        c = max(good, key=lambda k: (good[k][0], -cands.index(k)))
+        chosen.append(c)
+        best, fit = good[c]
+    return chosen, fit, best
+
+
+@pytest.mark.parametrize("v", [2, 10])
+def test_greedy_equals_direct_algorithm(v):
+    """v=2 is the cap case: the returned concepts are the ones chosen, with their fit."""
+    rng = np.random.default_rng(1)
+    P = concept_matrix(rng, 2000, 25)
+    Q = P[:, [2, 5, 9, 11]] @ rng.uniform(0.5, 2, (4, 3)) + 0.3 * rng.standard_normal((2000, 3))
+    m = masks_for(len(P), seed=3)
+    s = LinearSettings(v=v, r=4, tol=0.005)
+    exps, keep, W = explain_units(P, Q, m, s)
+    for u, e in enumerate(exps):
+        chosen, coef, best = direct_greedy(P, Q[:, u], m["train"], m["val"], W[:, u], keep, v, 4, 0.005)
+        assert list(e.concepts) == chosen and len(chosen) <= v
+        np.testing.assert_allclose(e.weights, coef[:-1], rtol=1e-7, atol=1e-9)
+        assert e.bias == pytest.approx(coef[-1], rel=1e-7, abs=1e-9)
+        assert e.val_corr == pytest.approx(best, rel=1e-9)
+    lengths = [len(e.concepts) for e in exps]
+    assert max(lengths) == 2 if v == 2 else 2 < max(lengths) < v  # v=2: the cap is reached
+
+
+def test_elastic_net_matches_sklearn_and_kkt():
+    rng = np.random.default_rng(2)
+    P = concept_matrix(rng, 400, 12)
+    Q = P[:, :3] @ rng.standard_normal((3, 4)) + 0.5 * rng.standard_normal((400, 4))
+    s = LinearSettings(lam=0.05, alpha=0.99, cd_tol=1e-10, max_iter=10000)
+    W = elastic_net(P, Q, s)
+    X = (P - P.mean(0)) / P.std(0)
+    Y = (Q - Q.mean(0)) / Q.std(0)
+    ref = ElasticNet(alpha=0.05, l1_ratio=0.99, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X, Y)
+    np.testing.assert_allclose(W, ref.coef_.T, atol=1e-7)
+    # optimality of 1/(2N)||Xw - y||^2 + lam((1 - a)/2 ||w||^2 + a ||w||_1), from first principles
+    grad = X.T @ (X @ W - Y) / len(X) + 0.05 * 0.01 * W
+    on = W != 0
+    np.testing.assert_allclose(grad[on], -0.05 * 0.99 * np.sign(W[on]), atol=1e-6)
+    assert (np.abs(grad[~on]) <= 0.05 * 0.99 + 1e-6).all()
+    assert 0 < on.sum() < on.size  # sparse, not empty
+
+
+def test_concept_filter_looks_at_train_only():
+    rng = np.random.default_rng(4)
+    P = concept_matrix(rng, 1000, 6)
+    m = masks_for(1000)
+    P[:, 1] = 0.0
+    P[m["test"], 1] = 1.0           # only fires on test: must be dropped
+    P[:, 2] = 0.3                   # constant: std 0
+    P[:, 4] = np.where(m["train"], 0.1, 1.0)  # weak on train: top-5 mean 0.1 < 0.5
+    keep = keep_concepts(P[m["train"]])
+    assert keep.tolist() == [True, False, False, True, False, True]
+
+
+def test_dead_unit_and_bad_settings():
+    rng = np.random.default_rng(5)
+    P = concept_matrix(rng, 500, 8)
+    Q = np.column_stack([np.full(500, 0.7), P[:, 1] + 0.1 * rng.standard_normal(500)])
+    exps, _, W = explain_units(P, Q, masks_for(500))
+    assert exps[0].dead and exps[0].concepts == () and np.isnan(exps[0].val_corr)
+    assert (W[:, 0] == 0).all() and not exps[1].dead and exps[1].concepts[0] == 1
+    with pytest.raises(ConfigError, match="alpha"):
+        LinearSettings(alpha=0)
+    with pytest.raises(ConfigError, match="v >= 1"):
+        LinearSettings(v=0)
