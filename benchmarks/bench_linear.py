@@ -1,7 +1,10 @@
 """Linear Explanations at the issue's sizes: seconds per unit, peak memory, planted recovery.
 
 Usage: python benchmarks/bench_linear.py [--images 5000] [--concepts 800] [--units 512]
-           [--threads 2] [--seed 0]
+           [--threads 2] [--seed 0] [--glm-saga N [--glm-epochs 500]]
+
+glm-saga (the authors' elastic-net solver) for the side-by-side, benchmark only:
+    .venv/bin/pip install --no-deps --target benchmarks/out/glm glm-saga
 
 Synthetic data like a probe set: P (N x C) mixes sparse binary labels and smooth VLM-like
 scores in [0, 1]; every unit is a non-negative combination of 1-6 concepts plus noise,
@@ -51,6 +54,50 @@ def make_data(rng, n, c, u):
     return P, Q, planted
 
 
+def enet_objective(X, y, w, b, lam, alpha):
+    """1/(2N) ||X w + b - y||^2 + lam (alpha |w|_1 + (1 - alpha)/2 |w|^2): ours and glm-saga's."""
+    r = X @ w + b - y
+    return 0.5 * np.mean(r * r) + lam * (alpha * np.abs(w).sum() + 0.5 * (1 - alpha) * (w * w).sum())
+
+
+def glm_saga_side_by_side(P, Q, masks, n_units, epochs, lr):
+    """The authors' elastic-net solver (glm-saga's `train_saga`, gaussian family, one neuron
+    at a time as they ran it) beside ours on the same standardised train data."""
+    import torch
+    sys.path.insert(0, str(REPO / "benchmarks" / "out" / "glm"))
+    from glm_saga.elasticnet import IndexedTensorDataset, train_saga
+
+    from nexplain.linear import elastic_net
+    tr = masks["train"]
+    X = (P[tr] - P[tr].mean(0)) / P[tr].std(0)
+    Y = (Q[tr] - Q[tr].mean(0)) / np.where(Q[tr].std(0) > 0, Q[tr].std(0), 1)
+    units = [u for u in range(Q.shape[1]) if Q[tr][:, u].std() > 0][:n_units]
+    t0 = time.perf_counter()
+    ours = elastic_net(P[tr], Q[tr][:, units], LinearSettings())
+    t_ours = time.perf_counter() - t0
+    Xt = torch.tensor(X, dtype=torch.float32)
+    rows = []
+    for j, u in enumerate(units):
+        lin = torch.nn.Linear(X.shape[1], 1)
+        torch.nn.init.zeros_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+        loader = torch.utils.data.DataLoader(
+            IndexedTensorDataset(Xt, torch.tensor(Y[:, [u]], dtype=torch.float32)), batch_size=256, shuffle=True)
+        t0 = time.perf_counter()
+        train_saga(lin, loader, lr, epochs, 0.05, 0.99, group=False, family="gaussian", verbose=None,
+                   logger=lambda *a: None)
+        dt = time.perf_counter() - t0
+        w, b = lin.weight.detach().numpy()[0].astype(np.float64), float(lin.bias.detach())
+        rows.append((dt, enet_objective(X, Y[:, u], w, b, 0.05, 0.99),
+                     enet_objective(X, Y[:, u], ours[:, j], 0.0, 0.05, 0.99)))
+    dts, ref_obj, our_obj = map(np.array, zip(*rows))
+    print(f"glm-saga train_saga ({epochs} epochs max, lr {lr}, batch 256), {len(units)} units one at a time: "
+          f"{dts.sum():.1f} s = {dts.mean():.2f} s per unit; ours (elastic_net, same units together): "
+          f"{t_ours:.2f} s = {1000 * t_ours / len(units):.1f} ms per unit ({dts.mean() / (t_ours / len(units)):.0f}x); "
+          f"objective: ours lower or equal on {(our_obj <= ref_obj + 1e-9).sum()}/{len(units)}, median "
+          f"excess of glm-saga's {np.median(ref_obj - our_obj):.2e}")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -62,6 +109,9 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--glm-saga", type=int, default=0, metavar="N",
+                    help="also run glm-saga (benchmarks/out/glm) on the first N units, one at a time")
+    ap.add_argument("--glm-epochs", type=int, default=500)
     args = ap.parse_args()
     import threadpoolctl
     threadpoolctl.threadpool_limits(args.threads)
@@ -85,6 +135,8 @@ def main() -> None:
           f"{np.mean([e.val_corr for e in live]):.3f}; planted concepts all found in {np.mean(found):.1%} "
           f"of live units, exactly in {np.mean(exact):.1%}")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+    if args.glm_saga:
+        glm_saga_side_by_side(P, Q, masks, args.glm_saga, args.glm_epochs, lr=0.1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def main(snakemake):
     p_ids, P, names, meta = read_matrix(inp.matrix)
     P = aligned(ids, p_ids, P, inp.matrix)
     masks = split_masks(pd.read_parquet(inp.splits), ids)
-    exps, keep, W = explain_units(P, Q, masks, LinearSettings(**p.settings))
+    exps, keep, W = explain_units(P, Q, masks, LinearSettings(**p.settings), progress=True)
     df = linear_table(exps, names, keep, W)
     write_table(df, snakemake.output[0], {"model": w.model, "dataset": w.dataset, "layer": w.layer,
                                           "source": w.source, "matrix": meta, "settings": p.settings})

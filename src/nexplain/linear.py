@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from nexplain.errors import ConfigError, DataError
 
@@ -109,7 +110,7 @@ class _Moments:
 
 
 def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings(),
-                moments: _Moments | None = None) -> np.ndarray:
+                moments: _Moments | None = None, progress: bool = False) -> np.ndarray:
     """Elastic-net weights (C, U) for every unit (columns of Q) on standardised P and Q.
 
     Coordinate descent on the Gram matrix (scikit-learn's `enet_path`), which is all the
@@ -128,7 +129,7 @@ def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings
     G = np.ascontiguousarray(G[np.ix_(cols, cols)])
     shape_only = np.broadcast_to(np.zeros(1), (n, len(cols)))  # the Gram path reads only its shape
     sq = np.sqrt(m.qq / n)
-    for u in units:
+    for u in tqdm(units, desc="elastic net", disable=not progress):
         y = (np.asarray(Q[:, u], np.float64) - m.mq[u]) / sq[u]
         _, coefs, _ = enet_path(shape_only, y, l1_ratio=s.alpha, alphas=[s.lam], precompute=G,
                                 Xy=np.ascontiguousarray(XY[cols, u]), max_iter=s.max_iter, tol=s.cd_tol,
@@ -186,7 +187,8 @@ def greedy(weights: np.ndarray, train: _Moments, val: _Moments, u: int, allowed:
 
 
 def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
-                  s: LinearSettings = LinearSettings()) -> tuple[list[Explanation], np.ndarray, np.ndarray]:
+                  s: LinearSettings = LinearSettings(),
+                  progress: bool = False) -> tuple[list[Explanation], np.ndarray, np.ndarray]:
     """LE for every unit: P (N, C) concepts, Q (N, U) activations, `masks` from
     `nexplain.splits.split_masks`. Returns explanations, the kept-concept mask and the
     elastic-net weights (C, U). Memory: the train rows of P once in their own dtype, and
@@ -199,12 +201,12 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
     P_tr = P_tr[:, cols] if len(cols) < P_tr.shape[1] else P_tr
     train = _Moments.of(P_tr, Q[tr])
     W = np.zeros((P.shape[1], Q.shape[1]))
-    W[cols] = elastic_net(P_tr, Q[tr], s, moments=train)
+    W[cols] = elastic_net(P_tr, Q[tr], s, moments=train, progress=progress)
     del P_tr
     val = _Moments.of(np.asarray(P)[va][:, cols], Q[va])
     allowed = np.ones(len(cols), bool)
     out = []
-    for u in range(Q.shape[1]):
+    for u in tqdm(range(Q.shape[1]), desc="greedy search", disable=not progress):
         e = greedy(W[cols, u], train, val, u, allowed, s)
         out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
                                e.train_corr, e.val_corr, e.dead))
