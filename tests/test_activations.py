@@ -1,8 +1,6 @@
 import hashlib
-import json
 
 import numpy as np
-import open_clip
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -12,16 +10,12 @@ from nexplain.activations import (extract_activations, extract_batches, read_met
                                   read_unit_maps, unit_columns)
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ConfigError, DataError, ModelError
+from clip_fixture import register_tiny_clip
 from nexplain.hooks import Trace
 from nexplain.models.load import load_model
 
 N = 10
 META = {"model": "tiny", "dataset": "pngs"}
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +39,7 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "nexplain-act-vit.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(path)
+    register_tiny_clip(tmp_path_factory.mktemp("clip"), "nexplain-act-vit")
     torch.manual_seed(0)
     return load_model({"source": "open_clip", "name": "nexplain-act-vit", "pretrained": None})
 

@@ -20,6 +20,11 @@ def config():
     (lambda c: c["extract"]["targets"][0].__setitem__("dataset", "imagenet"), "key 'extract.targets.0.dataset': 'imagenet' is not defined; valid choices: world"),
     (lambda c: c["datasets"]["world"]["generate"]["splits"].__setitem__("test", 0.5), "fractions sum to 1.3"),
     (lambda c: c["datasets"].__setitem__("broden", {"kind": "broden"}), "key 'datasets.broden': 'root' is a required property"),
+    (lambda c: c["linear"]["targets"][0].__setitem__("sources", ["siglip"]), "key 'linear.targets.0.sources': ['siglip'] not available; valid choices: label"),
+    (lambda c: c["linear"]["targets"][0].__setitem__("model", "vit"), "key 'linear.targets.0.model': 'vit' is not defined"),
+    (lambda c: c["linear"]["split"].__setitem__("fractions", [0.7, 0.2, 0.2]), "key 'linear.split.fractions': fractions sum to 1.1"),
+    (lambda c: c["linear"]["simulate"].__setitem__("scalings", ["exact"]), "key 'linear.simulate.scalings.0': 'exact' is not one of"),
+    (lambda c: c["linear"].__setitem__("alpha", 0), "key 'linear.alpha': 0 is less than or equal to the minimum of 0"),
 ])
 def test_bad_config_names_key_and_expectation(config, mutate, message):
     bad = copy.deepcopy(config)

@@ -1,4 +1,3 @@
-import json
 import time
 
 import numpy as np
@@ -8,25 +7,18 @@ import torch
 import torchvision
 from PIL import Image
 
+from clip_fixture import register_tiny_clip
 from nexplain.errors import ConfigError, ModelError
 from nexplain.models.load import load_model
 from nexplain.models.manifest import resolve_spec
 from nexplain.models.train import save_checkpoint
 
 INPUT = {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-TINY_CLIP = {  # a 2-block ViT on 32 px images, 4 x 4 patches of 8 px
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "nexplain-tiny-vit.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(path)
-    return "nexplain-tiny-vit"
+    return register_tiny_clip(tmp_path_factory.mktemp("clip"), "nexplain-tiny-vit")
 
 
 def image(size=40):

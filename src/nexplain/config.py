@@ -57,26 +57,18 @@ def _check_references(config: dict, source: str) -> None:
     for i, t in enumerate(config["extract"]["targets"]):
         _must_name(t["model"], models, f"extract.targets.{i}.model", source)
         _must_name(t["dataset"], datasets, f"extract.targets.{i}.dataset", source)
-    for i, t in enumerate((config.get("explain") or {}).get("targets", [])):
-        _must_name(t["model"], models, f"explain.targets.{i}.model", source)
-        _must_name(t["dataset"], datasets, f"explain.targets.{i}.dataset", source)
-        if datasets[t["dataset"]]["kind"] not in BRODEN_KINDS:
-            raise ConfigError(f"{source}: key 'explain.targets.{i}.dataset': '{t['dataset']}' has no concept "
-                              f"masks (kind {datasets[t['dataset']]['kind']}); use a dataset of kind "
-                              f"{' or '.join(BRODEN_KINDS)}")
-
-
-    for i, t in enumerate((config.get("linear") or {}).get("targets", [])):
-        _must_name(t["model"], models, f"linear.targets.{i}.model", source)
-        _must_name(t["dataset"], datasets, f"linear.targets.{i}.dataset", source)
-        if datasets[t["dataset"]]["kind"] not in BRODEN_KINDS:
-            raise ConfigError(f"{source}: key 'linear.targets.{i}.dataset': '{t['dataset']}' has no concept "
-                              f"labels (kind {datasets[t['dataset']]['kind']}); use a dataset of kind "
-                              f"{' or '.join(BRODEN_KINDS)}")
-        unknown = [s for s in t["sources"] if s != "label"]
-        if unknown:
-            raise ConfigError(f"{source}: key 'linear.targets.{i}.sources': {unknown} not available; "
-                              "valid choices: label")
+    for block, needs in (("explain", "masks"), ("linear", "labels")):
+        for i, t in enumerate((config.get(block) or {}).get("targets", [])):
+            key = f"{block}.targets.{i}"
+            _must_name(t["model"], models, f"{key}.model", source)
+            _must_name(t["dataset"], datasets, f"{key}.dataset", source)
+            if datasets[t["dataset"]]["kind"] not in BRODEN_KINDS:
+                raise ConfigError(f"{source}: key '{key}.dataset': '{t['dataset']}' has no concept {needs} "
+                                  f"(kind {datasets[t['dataset']]['kind']}); use a dataset of kind "
+                                  f"{' or '.join(BRODEN_KINDS)}")
+            unknown = [s for s in t.get("sources", []) if s != "label"]
+            if unknown:
+                raise ConfigError(f"{source}: key '{key}.sources': {unknown} not available; valid choices: label")
     lin = config.get("linear") or {}
     if lin.get("targets") and not math.isclose(sum(lin["split"]["fractions"]), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{source}: key 'linear.split.fractions': fractions sum to "

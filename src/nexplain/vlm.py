@@ -112,3 +112,54 @@ def calibrate(cos: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 def vlm_matrix(img: np.ndarray, txt: np.ndarray, a: float, b: float) -> np.ndarray:
     cos = np.asarray(img, np.float64) @ np.asarray(txt, np.float64).T
     return (1.0 / (1.0 + np.exp(-a * (cos + b)))).astype(np.float32)
+
+
+def write_text_embeddings(path, concepts: list[str], emb: np.ndarray, meta: dict) -> None:
+    """Cache text embeddings by concept (`concept`, `embedding`)."""
+    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1])
+    table = pa.table({"concept": pa.array(concepts, pa.string()), "embedding": col})
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def cached_text_embeddings(path, model, tokenizer, concepts: list[str], template: str, meta: dict) -> np.ndarray:
+    """Text embeddings of `concepts`, encoding only those the cache at `path` lacks (the
+    cache is valid for the same model and template, recorded in its metadata)."""
+    have: dict[str, np.ndarray] = {}
+    if Path(path).is_file():
+        table = pq.read_table(path)
+        old = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        if old == meta:
+            col = table.column("embedding").combine_chunks()
+            emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
+            have = dict(zip(table.column("concept").to_pylist(), emb))
+    missing = [c for c in concepts if c not in have]
+    if missing:
+        have.update(zip(missing, text_embeddings(model, tokenizer, missing, template)))
+        names = sorted(have)
+        write_text_embeddings(path, names, np.stack([have[n] for n in names]), meta)
+    return np.stack([have[c] for c in concepts])
+
+
+def concept_matrix(img_ids, img_emb, concepts: list[str], txt_emb, label_ids, labels, label_names):
+    """(DataFrame image_id + one column per concept, metadata with the calibration).
+
+    (a, b) are fitted on the concepts of the set that `label_names` also has, on the images
+    both cover; the metadata reports them with how many labelled concepts they came from."""
+    import pandas as pd
+
+    pairs = matched_labels(concepts, label_names)
+    if not pairs:
+        raise DataError(f"no concept of the set is labelled in the dataset; calibration needs some "
+                        f"(labelled: {', '.join(label_names[:10])}, ...)")
+    pos = {int(i): k for k, i in enumerate(label_ids)}
+    rows = [k for k, i in enumerate(img_ids) if int(i) in pos]
+    cos = np.asarray(img_emb, np.float64)[rows] @ np.asarray(txt_emb, np.float64)[[i for i, _ in pairs]].T
+    lab = np.asarray(labels)[[pos[int(img_ids[k])] for k in rows]][:, [j for _, j in pairs]]
+    a, b = calibrate(cos, lab)
+    P = vlm_matrix(img_emb, txt_emb, a, b)
+    df = pd.DataFrame({"image_id": np.asarray(img_ids, np.int64)} | {c: P[:, k] for k, c in enumerate(concepts)})
+    log.info("calibration a=%.4f b=%.4f from %d labelled concepts x %d images", a, b, len(pairs), len(rows))
+    return df, {"source": "vlm", "calibration": {"a": a, "b": b, "labelled_concepts": [concepts[i] for i, _ in pairs],
+                                                 "images": len(rows)}}
