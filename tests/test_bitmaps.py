@@ -52,6 +52,25 @@ def test_top_bitmap_cells_and_id_order():
     assert bitmap.row_bytes == 8 and bitmap.shape == (7, 5)
 
 
+def test_images_below_the_floor_are_skipped_exactly():
+    """Most images never reach the top quantile, some maps are all zero: skipping them
+    before upsampling must not change a cell."""
+    rng = np.random.default_rng(3)
+    maps = relu_maps(n=60, h=4, w=4)
+    maps[rng.random(60) < 0.3] = 0
+    ids = rng.permutation(60)
+    bitmap, info = top_bitmap(ids, maps, 60, (9, 7), q=0.99, batch_size=7)
+    dense = np.zeros((60, 9, 7), bool)
+    dense[ids] = upsample(maps, (9, 7)) > np.float32(info["threshold"])
+    np.testing.assert_array_equal(bitmap.to_dense(), dense)
+    ranges = cluster_ranges(maps, k=3)
+    up = np.clip(upsample(maps, (9, 7)), maps.min(), maps.max())
+    for r, b in zip(ranges, cluster_bitmaps(ids, maps, 60, (9, 7), ranges, batch_size=7)):
+        want = np.zeros((60, 9, 7), bool)
+        want[ids] = r.contains(up)
+        np.testing.assert_array_equal(b.to_dense(), want)
+
+
 def test_batching_does_not_change_bitmaps():
     maps = relu_maps(n=13)
     ranges = cluster_ranges(maps, k=3)

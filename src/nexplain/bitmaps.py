@@ -91,7 +91,8 @@ def top_bitmap(image_ids, maps, n_images: int, mask_shape, q: float = TOP_QUANTI
     """Cells whose upsampled activation is > the unit's q-quantile (or `threshold`)."""
     t = quantile_threshold(maps, q) if threshold is None else float(threshold)
     bound = exact_bound(t, np.float32, up=False)  # upsampled maps are float32
-    [bitmap] = _bitmaps(image_ids, maps, n_images, mask_shape, 1, lambda a: [a > bound], batch_size)
+    [bitmap] = _bitmaps(image_ids, maps, n_images, mask_shape, 1, lambda a: [a > bound], batch_size,
+                        floor=float(bound))
     dead = bool(np.min(maps) == np.max(maps)) if np.size(maps) else True
     info = {"threshold": t, "q": q, "n_cells": bitmap.count(), "n_images_active": len(bitmap.ids),
             "dead": dead}
@@ -163,7 +164,7 @@ def cluster_bitmaps(image_ids, maps, n_images: int, mask_shape, ranges: list[Ran
     # only removes float32 rounding past them, which would drop cells from the top range.
     clip = (np.min(maps), np.max(maps))
     return _bitmaps(image_ids, maps, n_images, mask_shape, len(ranges), _classifier(ranges),
-                    batch_size, clip)
+                    batch_size, clip, floor=min(r.lo for r in ranges))
 
 
 def _centres(fit: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
@@ -210,8 +211,11 @@ def _classifier(ranges: list[Range]) -> Callable:
 
 
 def _bitmaps(image_ids, maps, n_images, mask_shape, n_out: int, classify: Callable, batch_size,
-             clip=None) -> list[Bitmap]:
-    """Bitmaps of `test(upsampled batch) -> bool` for each test, images in id order."""
+             clip=None, floor: float | None = None) -> list[Bitmap]:
+    """Bitmaps of `classify(upsampled batch)` (one bool array per output), images in id order.
+    `floor`: no output holds a value below it, so images whose raw maximum is below it are
+    skipped (bilinear values are convex combinations of raw ones; the slack covers float32
+    rounding, so the result is the same as without skipping)."""
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise DataError(f"unit maps must be (n, h, w), got shape {maps.shape}")
@@ -219,14 +223,17 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, n_out: int, classify: Callab
     shape = (int(mask_shape[0]), int(mask_shape[1]))
     row_bytes = row_bytes_for(shape)
     order = np.argsort(ids, kind="stable")
-    in_order = bool(np.all(order == np.arange(len(ids))))
+    if floor is not None and maps.size:
+        top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)[order]
+        order = order[top >= floor - 1e-6 * (abs(floor) + np.abs(top))]
+    in_order = len(order) == len(ids) and bool(np.all(order == np.arange(len(ids))))
     # One buffer per test, sized for every image: np.empty pages become resident only
     # when written, and unlike many per-batch parts they leave no holes in the heap
     # between the large per-batch temporaries (which otherwise kept ~1 GB resident).
     out_ids = [np.empty(len(ids), np.int64) for _ in range(n_out)]
     out_rows = [np.empty((len(ids), row_bytes), np.uint8) for _ in range(n_out)]
     filled = [0] * n_out
-    for start in range(0, len(ids), batch_size):
+    for start in range(0, len(order), batch_size):
         sel = slice(start, start + batch_size) if in_order else order[start:start + batch_size]
         up = upsample(maps[sel], shape)
         if clip is not None:

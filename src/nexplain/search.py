@@ -12,12 +12,17 @@ Y_c = |A and L and c| give every candidate `L op c` by inclusion-exclusion:
 
 `beam_search` computes X and Y for all c (a pass over supp(L) and one over
 supp(A and L)). `mmesh_search` first bounds every candidate's IoU from per-image
-areas, boxes and all-ones rectangles (METHODS section 4, unrounded, plus two extra
-valid lower bounds on |F_n| noted in `_estimates`), then counts exactly only the
+areas, boxes and all-ones rectangles (METHODS section 4, unrounded, plus the extra
+valid bounds noted in `_estimates` and `_coarse`), then counts exactly only the
 (L, c) pairs it visits in bound order, stopping when the beam is full and the next
 bound is strictly below the beam's worst score. Since the bound is >= the score in
 floating point too (both are one correctly rounded division of exact integers, then
-the same penalty factor), both return the same beam.
+the same penalty factor), both return the same beam. A pair needs no count when X = 0
+is proven: disjoint boxes in every image, or c never sharing a cell with L's positive
+concepts anywhere in the dataset (`ConceptStore.meets`).
+
+The last round keeps `final_beam` formulas: 1 by default, the reported best (the
+reference's choice too); the earlier rounds keep the beam, so the best is unchanged.
 
 Ranking: score desc, then fewer distinct concepts (so `L AND NOT c`, with c never
 meeting L, cannot push out equal-scoring shorter formulas), then canonical key.
