@@ -37,5 +37,7 @@ def test_rows_and_scores():
     assert out.loc[0, "corr_test"] == pytest.approx(1.0) and out.loc[2, "corr_test"] == pytest.approx(1.0)
     assert out.loc[0, "ablation_norm"] == pytest.approx(1.0, abs=1e-9)   # a perfect simulation
     assert np.isnan(out.loc[1, "corr_test"]) and np.isnan(out.loc[1, "ablation_norm"])  # dead unit
+    own = Ablation(Tail(model, "layer4"), q, None)  # no labels: the model's own predictions
+    assert torch.equal(own.y, own.logits.argmax(1)) and own.base.shape == (60,)
     s = summary(out)
     assert s["le_label"]["rows"] == 2 and s["le_label"]["scored"] == 1

@@ -23,11 +23,12 @@ LOGITS_PER_CHUNK = 1 << 24  # floats of (units, inputs, classes) per chunk on a 
 
 
 class Ablation:
+    """`y`: the targets, or None for the model's own predictions (a dataset without labels)."""
+
     def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE):
         self.tail, self.T = tail, float(temperature)
         dtype = next(tail.parameters(), torch.zeros(())).dtype  # replay runs in the model's dtype
         self.acts = torch.as_tensor(np.asarray(acts)).to(dtype)
-        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
         self.linear = tail.linear is not None
         if self.linear:  # a linear tail only sees the pooled value; float64 keeps the
             # rank-one updates as exact as a full recomputation
@@ -35,10 +36,12 @@ class Ablation:
         if not self.linear and self.acts.ndim != 4:
             raise DataError(f"the tail after {tail.layer!r} is not linear: ablation needs the layer's "
                             f"maps (N, U, h, w), got shape {tuple(self.acts.shape)}")
+        with torch.no_grad():
+            self.logits = self._plain_logits()
+        self.y = self.logits.argmax(1) if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
         if len(self.y) != len(self.acts):
             raise DataError(f"{len(self.y)} labels for {len(self.acts)} inputs")
         with torch.no_grad():
-            self.logits = self._plain_logits()
             self.base = self._loss(self.logits)  # (N,) L(f(x), y)
 
     @property

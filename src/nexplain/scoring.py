@@ -98,9 +98,9 @@ def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, tem
             map_ids, acts = read_all_maps(maps_path, ids[mask])
             acts = acts[np.searchsorted(map_ids, ids[mask])]
         y = None if labels is None else np.asarray(labels)[ids[mask]]
-        if y is None or (y < 0).any():
-            probe = Ablation(tail, acts, np.zeros(len(acts), np.int64), temperature)
-            y = probe.logits.argmax(1).numpy()
+        if y is not None and (y < 0).any():
+            y = None
+        if y is None:
             log.info("%s: no class labels for every image; the model's predictions are the targets", name)
         out[name] = Ablation(tail, acts, y, temperature)
     return out
