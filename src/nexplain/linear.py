@@ -57,13 +57,16 @@ def keep_concepts(P_train: np.ndarray, top: int = 5, min_top: float = 0.5, min_s
 ROWS_PER_CHUNK = 2048  # rows of P standardised at a time: bounds float64 copies at any size
 
 
+def _column_means(x: np.ndarray) -> np.ndarray:
+    total = np.zeros(x.shape[1])
+    for s in range(0, len(x), ROWS_PER_CHUNK):
+        total += np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64).sum(0)
+    return total / max(len(x), 1)
+
+
 def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per column in float64, one chunk of rows at a time."""
-    n, total, sq = len(x), np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    mean = np.zeros(x.shape[1])
-    for s in range(0, n, ROWS_PER_CHUNK):
-        total += np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64).sum(0)
-    mean = total / max(n, 1)
+    n, sq, mean = len(x), np.zeros(x.shape[1]), _column_means(x)
     for s in range(0, n, ROWS_PER_CHUNK):
         sq += ((np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64) - mean) ** 2).sum(0)
     return mean, np.sqrt(sq / max(n, 1))
@@ -83,7 +86,7 @@ class _Moments:
 
     @classmethod
     def of(cls, P: np.ndarray, Q: np.ndarray) -> _Moments:
-        mp, mq = _column_stats(P)[0], _column_stats(Q)[0]
+        mp, mq = _column_means(P), _column_means(Q)
         pp, pq = np.zeros((P.shape[1],) * 2), np.zeros((P.shape[1], Q.shape[1]))
         qq = np.zeros(Q.shape[1])
         for s in range(0, len(P), ROWS_PER_CHUNK):

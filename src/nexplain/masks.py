@@ -435,8 +435,7 @@ class ConceptStore:
 
     def pair_counts(self, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
         """(pairs, |b_n and c_n|) for every pair whose image b lists: one pass over supp(b)."""
-        pairs = self.pairs_in_images(b.ids)
-        return pairs, self._pair_counts(pairs, self.positions(b.ids)[self.pair_image[pairs]], b)
+        return self.pair_counts_many([b])[0]
 
     def pair_counts_many(self, bitmaps: list[Bitmap]) -> list[tuple[np.ndarray, np.ndarray]]:
         """`pair_counts` of several bitmaps from one read of the rows they share images with
@@ -451,7 +450,10 @@ class ConceptStore:
         for s in range(0, len(pairs), step):
             r = rows[s:s + step]
             full = r < 0  # image-level pairs: the count is the bitmap's own
-            gathered = self.bits[np.where(full, 0, r)]
+            # row 0 stands in for image-level pairs (never used); a store of image-level
+            # labels only has no rows at all
+            gathered = self.bits[np.where(full, 0, r)] if len(self.bits) else \
+                np.zeros((len(r), self.row_bytes), np.uint8)
             for b, pos, out in zip(bitmaps, where, counts):
                 p = pos[s:s + step]
                 has = np.flatnonzero(p >= 0)
@@ -473,18 +475,3 @@ class ConceptStore:
         """|b and c| for every concept c, (C,) int64."""
         pairs, n = self.pair_counts(b)
         return np.bincount(self.pair_concept[pairs], weights=n, minlength=self.n_concepts).astype(np.int64)
-
-    def _pair_counts(self, pairs: np.ndarray, pos: np.ndarray, b: Bitmap) -> np.ndarray:
-        """|b.rows[pos] and row of pair| per pair; image-level pairs cost one popcount of b."""
-        rows = self.pair_row[pairs]
-        out = np.empty(len(pairs), np.int64)
-        full = rows < 0
-        out[full] = popcount_rows(b.rows[pos[full]])
-        pix = np.flatnonzero(~full)
-        step = max(1, GATHER_BYTES // self.row_bytes)
-        for s in range(0, len(pix), step):
-            sel = pix[s:s + step]
-            gathered = self.bits[rows[sel]]
-            gathered &= b.rows[pos[sel]]
-            out[sel] = popcount_rows(gathered)
-        return out

@@ -9,7 +9,6 @@ concepts of the set that the dataset also labels (names compared case-insensitiv
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from nexplain import tables
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import DataError
-from nexplain.io import atomic_path
 
 log = logging.getLogger(__name__)
 META_KEY = b"nexplain"
@@ -67,31 +66,39 @@ def text_embeddings(model, tokenizer, concepts: list[str], template: str = "{}")
     return _normalise(model.encode_text(tokens).float()).numpy()
 
 
-def write_embeddings(path, ids: np.ndarray, emb: np.ndarray, meta: dict) -> None:
-    flat = pa.array(emb.astype(np.float32).ravel())
-    col = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
-    table = pa.table({"image_id": pa.array(ids, pa.int64()), "embedding": col})
-    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+def _write_vectors(path, key: str, keys: pa.Array, emb: np.ndarray, meta: dict) -> None:
+    """(`key`, `embedding` fixed-size float32 list) with `meta`."""
+    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1])
+    tables.write_table(pa.table({key: keys, "embedding": col}), path, meta)
 
 
-def read_embeddings(path) -> tuple[np.ndarray, np.ndarray, dict]:
+def _read_vectors(path, key: str, what: str) -> tuple[list, np.ndarray, dict]:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
-        raise DataError(f"{path}: cannot read image embeddings ({e})") from e
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
     col = table.column("embedding").combine_chunks()
     emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
-    return table.column("image_id").to_numpy().astype(np.int64), emb, meta
+    return table.column(key).to_pylist(), emb, tables.read_metadata(path)
+
+
+def write_embeddings(path, ids: np.ndarray, emb: np.ndarray, meta: dict) -> None:
+    _write_vectors(path, "image_id", pa.array(ids, pa.int64()), emb, meta)
+
+
+def read_embeddings(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    ids, emb, meta = _read_vectors(path, "image_id", "image embeddings")
+    return np.asarray(ids, np.int64), emb, meta
+
+
+def _label_key(name: str) -> str:
+    return name.strip().lower().replace("_", " ")
 
 
 def matched_labels(concepts: list[str], label_names: list[str]) -> list[tuple[int, int]]:
     """(index in the set, index in the labels) for concepts the dataset labels."""
-    key = {n.strip().lower().replace("_", " "): j for j, n in enumerate(label_names)}
-    return [(i, key[c.strip().lower().replace("_", " ")]) for i, c in enumerate(concepts)
-            if c.strip().lower().replace("_", " ") in key]
+    key = {_label_key(n): j for j, n in enumerate(label_names)}
+    return [(i, key[_label_key(c)]) for i, c in enumerate(concepts) if _label_key(c) in key]
 
 
 def calibrate(cos: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -114,31 +121,19 @@ def vlm_matrix(img: np.ndarray, txt: np.ndarray, a: float, b: float) -> np.ndarr
     return (1.0 / (1.0 + np.exp(-a * (cos + b)))).astype(np.float32)
 
 
-def write_text_embeddings(path, concepts: list[str], emb: np.ndarray, meta: dict) -> None:
-    """Cache text embeddings by concept (`concept`, `embedding`)."""
-    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1])
-    table = pa.table({"concept": pa.array(concepts, pa.string()), "embedding": col})
-    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
 def cached_text_embeddings(path, model, tokenizer, concepts: list[str], template: str, meta: dict) -> np.ndarray:
     """Text embeddings of `concepts`, encoding only those the cache at `path` lacks (the
     cache is valid for the same model and template, recorded in its metadata)."""
     have: dict[str, np.ndarray] = {}
     if Path(path).is_file():
-        table = pq.read_table(path)
-        old = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        names, emb, old = _read_vectors(path, "concept", "text embeddings")
         if old == meta:
-            col = table.column("embedding").combine_chunks()
-            emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
-            have = dict(zip(table.column("concept").to_pylist(), emb))
+            have = dict(zip(names, emb))
     missing = [c for c in concepts if c not in have]
     if missing:
         have.update(zip(missing, text_embeddings(model, tokenizer, missing, template)))
         names = sorted(have)
-        write_text_embeddings(path, names, np.stack([have[n] for n in names]), meta)
+        _write_vectors(path, "concept", pa.array(names, pa.string()), np.stack([have[n] for n in names]), meta)
     return np.stack([have[c] for c in concepts])
 
 
