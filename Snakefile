@@ -13,6 +13,7 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/activations.smk"
 include: "rules/explain.smk"
+include: "rules/vlm.smk"
 include: "rules/linear.smk"
 include: "rules/tracking.smk"
 

@@ -23,6 +23,12 @@ MODELS = config["models"]
 EXTRACT = config["extract"]
 EXPLAIN = config.get("explain") or {"targets": []}
 LINEAR = config.get("linear") or {"targets": []}
+VLMS = config.get("vlms") or {}
+
+
+def _one_of(names):
+    """A wildcard pattern matching exactly these names (none: matches nothing)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 wildcard_constraints:
@@ -32,6 +38,8 @@ wildcard_constraints:
     method="netdissect|coex|clustered",
     shard=r"\d+of\d+",
     source=r"[A-Za-z0-9_\-]+",
+    vlm=_one_of(VLMS),
+    simulator=_one_of(["label", *VLMS]),
 
 
 def code(script):
@@ -61,6 +69,33 @@ def model_weights(wildcards):
                 "metrics": f"{RESULTS}/models/{wildcards.model}/metrics.json"}
     if m["source"] == "checkpoint":
         return {"checkpoint": m["path"]}
+    return {}
+
+
+def vlm_train_root(wildcards):
+    return root_of(VLMS[wildcards.vlm]["train"]["dataset"])
+
+
+def vlm_weights(wildcards):
+    """The checkpoint of a VLM trained here; nothing for open_clip tags or files."""
+    if VLMS[wildcards.vlm]["source"] == "train":
+        return {"checkpoint": f"{RESULTS}/vlms/{wildcards.vlm}/open_clip_model.safetensors"}
+    return {}
+
+
+def vlm_spec(name):
+    """What `nexplain.models.load.load_clip` takes: an open_clip model name and weights."""
+    v = VLMS[name]
+    if v["source"] == "train":
+        return {"name": v["arch"], "pretrained": f"{RESULTS}/vlms/{name}/open_clip_model.safetensors"}
+    return {"name": v["name"], "pretrained": v.get("pretrained")}
+
+
+def vlm_calibration(wildcards):
+    """The calibration stored beside a VLM trained on this dataset; others are fitted here."""
+    v = VLMS[wildcards.vlm]
+    if v["source"] == "train" and v["train"]["dataset"] == wildcards.dataset:
+        return {"calibration": f"{RESULTS}/vlms/{wildcards.vlm}/calibration.json"}
     return {}
 
 
@@ -143,13 +178,18 @@ def linear_outputs():
         for layer in t["layers"]:
             base = f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}"
             out += [f"{base}/explanations/le_{s}.parquet" for s in t["sources"]]
-            out += [f"{base}/scores/{name}" for name in
-                    ("simulation.parquet", "top_impact.parquet", "area_chart.parquet")]
+            out += [f"{base}/scores/simulation.{s}.parquet" for s in LINEAR["simulate"]["simulators"]]
+            out += [f"{base}/scores/{name}" for name in ("top_impact.parquet", "area_chart.parquet")]
     return out
+
+
+def vlm_outputs():
+    """Every trained VLM's zero-shot evaluation (and with it its checkpoint and calibration)."""
+    return [f"{RESULTS}/vlms/{v}/zero_shot.json" for v, spec in VLMS.items() if spec["source"] == "train"]
 
 
 def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs())
+            + linear_outputs() + vlm_outputs())

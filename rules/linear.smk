@@ -70,17 +70,17 @@ rule simulate:
         unpack(layer_activations),
         manifest=f"{RESULTS}/models/{{model}}/model.json",
         splits=f"{RESULTS}/{{dataset}}/splits.parquet",
-        simulator=lambda wc: f"{RESULTS}/{wc.dataset}/concept_matrix/{LINEAR['simulate']['simulator']}.parquet",
+        simulator=f"{RESULTS}/{{dataset}}/concept_matrix/{{simulator}}.parquet",
         root=dataset_root,
         explanations=lambda wc: list(simulated_explanations(wc).values()),
     output:
-        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.parquet",
+        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.parquet",
                       caption="../report/simulation.rst", category="Scores", subcategory="{model} {layer}"),
-        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.json",
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.json",
     log:
-        f"logs/simulate/{{model}}/{{dataset}}/{{layer}}.log",
+        f"logs/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.log",
     benchmark:
-        f"logs/benchmarks/simulate/{{model}}/{{dataset}}/{{layer}}.tsv"
+        f"logs/benchmarks/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.tsv"
     params:
         simulate=LINEAR.get("simulate"),
         explainers=lambda wc: list(simulated_explanations(wc)),

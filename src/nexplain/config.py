@@ -54,6 +54,13 @@ def _check_references(config: dict, source: str) -> None:
     for name, m in models.items():
         if m["source"] == "train":
             _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
+    vlms = config.get("vlms") or {}
+    for name, v in vlms.items():
+        if v["source"] == "train":
+            key = f"vlms.{name}.train.dataset"
+            _must_name(v["train"]["dataset"], datasets, key, source)
+            _needs_labels(datasets, v["train"]["dataset"], key, "captions", source)
+    matrices = ["label", *vlms]  # concept matrices: labels, or any VLM
     for i, t in enumerate(config["extract"]["targets"]):
         _must_name(t["model"], models, f"extract.targets.{i}.model", source)
         _must_name(t["dataset"], datasets, f"extract.targets.{i}.dataset", source)
@@ -62,23 +69,33 @@ def _check_references(config: dict, source: str) -> None:
             key = f"{block}.targets.{i}"
             _must_name(t["model"], models, f"{key}.model", source)
             _must_name(t["dataset"], datasets, f"{key}.dataset", source)
-            if datasets[t["dataset"]]["kind"] not in BRODEN_KINDS:
-                raise ConfigError(f"{source}: key '{key}.dataset': '{t['dataset']}' has no concept {needs} "
-                                  f"(kind {datasets[t['dataset']]['kind']}); use a dataset of kind "
-                                  f"{' or '.join(BRODEN_KINDS)}")
-            unknown = [s for s in t.get("sources", []) if s != "label"]
-            if unknown:
-                raise ConfigError(f"{source}: key '{key}.sources': {unknown} not available; valid choices: label")
+            _needs_labels(datasets, t["dataset"], f"{key}.dataset", f"concept {needs}", source)
+            for s in t.get("sources", []):
+                _must_name(s, matrices, f"{key}.sources", source)
+                _needs_concept_set(datasets, t["dataset"], s, f"{key}.sources", source)
     lin = config.get("linear") or {}
     if lin.get("targets") and not math.isclose(sum(lin["split"]["fractions"]), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{source}: key 'linear.split.fractions': fractions sum to "
                           f"{sum(lin['split']['fractions']):g}, expected 1")
-    if lin.get("targets") and lin["simulate"]["simulator"] != "label":
-        raise ConfigError(f"{source}: key 'linear.simulate.simulator': '{lin['simulate']['simulator']}' "
-                          "not available; valid choices: label")
+    for t in lin.get("targets", []):
+        for s in lin["simulate"]["simulators"]:
+            _must_name(s, matrices, "linear.simulate.simulators", source)
+            _needs_concept_set(datasets, t["dataset"], s, "linear.simulate.simulators", source)
 
 
-def _must_name(value: str, table: dict, key: str, source: str) -> None:
+def _needs_labels(datasets: dict, name: str, key: str, what: str, source: str) -> None:
+    if datasets[name]["kind"] not in BRODEN_KINDS:
+        raise ConfigError(f"{source}: key '{key}': '{name}' has no {what} (kind {datasets[name]['kind']}); "
+                          f"use a dataset of kind {' or '.join(BRODEN_KINDS)}")
+
+
+def _needs_concept_set(datasets: dict, name: str, matrix: str, key: str, source: str) -> None:
+    if matrix != "label" and "concept_set" not in datasets[name]:
+        raise ConfigError(f"{source}: key '{key}': the VLM concept matrix '{matrix}' needs "
+                          f"'datasets.{name}.concept_set' (a concept list file, one a line)")
+
+
+def _must_name(value: str, table, key: str, source: str) -> None:
     if value not in table:
         raise ConfigError(f"{source}: key '{key}': '{value}' is not defined; valid choices: {', '.join(table)}")
 

@@ -136,6 +136,7 @@ class _Ctx:
         self.known: dict = {}  # canonical key -> exact IoU (equivalent formulas share it)
         self.memo: dict = {}   # written form -> `expansion`, for this search only
         self.xy: dict = {}     # (written form, c) -> (X, Y) counted by MMESH
+        self.als: dict = {}    # written form -> A and L, kept for one MMESH round only
         self._ic = None
 
     def factor(self, length: int) -> float:
@@ -205,6 +206,13 @@ class _Ctx:
             hit = self.memo[f.written] = (n_l, i_l, data)
         return hit
 
+    def al(self, f: Formula, bm: Bitmap) -> Bitmap:
+        """A and L for L = f with mask `bm`, shared by the bounds and the counts of a round."""
+        hit = self.als.get(f.written)
+        if hit is None:
+            hit = self.als[f.written] = bitmap_and(self.A, bm)
+        return hit
+
     def il_per_image(self, f: Formula, region: Region) -> np.ndarray:
         """|A_n and L_n| per image, (N,); a single concept's comes from the pair counts."""
         out = np.zeros(self.store.n_images, np.int64)
@@ -213,7 +221,7 @@ class _Ctx:
             lo, hi = self.store.ptr[c], self.store.ptr[c + 1]
             out[self.store.pair_image[lo:hi]] = self.ic_of(np.arange(lo, hi))
         else:
-            al = bitmap_and(self.A, region.bitmap)
+            al = self.al(f, region.bitmap)
             out[al.ids] = al.per_image()
         return out
 
@@ -376,7 +384,7 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
     if not parts:
         return 0
     li, op, c, bound = (np.concatenate(p) for p in zip(*parts))
-    visited, als = 0, {}
+    visited = 0
     for k in np.argsort(-bound, kind="stable"):
         if sel.full and bound[k] < sel.worst:
             break
@@ -391,16 +399,15 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
             n_l, i_l, (_, disjoint) = ctx.expansion(left, mmesh=True)
             counted = not disjoint[cc]  # X = Y = 0 proven (boxes, co-occurrence): nothing to read
             if counted and (left.written, cc) not in ctx.xy:  # X and Y serve all three operators
-                bm = masks[li[k]]
-                if li[k] not in als:  # Y from A and L reads fewer rows than from A and L apart
-                    als[li[k]] = bitmap_and(ctx.A, bm)
-                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, bm, als[li[k]])
+                bm = masks[li[k]]  # Y from A and L reads fewer rows than from A and L apart
+                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, bm, ctx.al(left, bm))
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
             size = (n_l + int(st.sizes[cc]) - x, x, n_l - x)[op[k]]
             inter = (i_l + int(ctx.Z[cc]) - y, y, i_l - y)[op[k]]
             iou = ctx.known[f.key] = float(_iou(inter, size, ctx.total))
             visited += counted
         sel.add(f, iou, iou * ctx.factor(len(f)))
+    ctx.als.clear()  # A and L can be as large as A: never hold them past the round
     return visited
 
 

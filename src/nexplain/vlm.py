@@ -137,24 +137,57 @@ def cached_text_embeddings(path, model, tokenizer, concepts: list[str], template
     return np.stack([have[c] for c in concepts])
 
 
-def concept_matrix(img_ids, img_emb, concepts: list[str], txt_emb, label_ids, labels, label_names):
+def concept_matrix(img_ids, img_emb, concepts: list[str], txt_emb, label_ids, labels, label_names,
+                   calibration: dict | None = None):
     """(DataFrame image_id + one column per concept, metadata with the calibration).
 
-    (a, b) are fitted on the concepts of the set that `label_names` also has, on the images
-    both cover; the metadata reports them with how many labelled concepts they came from."""
+    `calibration` ({a, b, ...}, e.g. the one stored beside a trained model) is used as is;
+    without it (a, b) are fitted on the concepts of the set that `label_names` also has, on
+    the images `label_ids` (the train split), and the metadata says what they came from."""
     import pandas as pd
 
+    if calibration is None:
+        calibration = fit_calibration(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names)
+    a, b = float(calibration["a"]), float(calibration["b"])
+    P = vlm_matrix(img_emb, txt_emb, a, b)
+    df = pd.DataFrame({"image_id": np.asarray(img_ids, np.int64)} | {c: P[:, k] for k, c in enumerate(concepts)})
+    return df, {"source": "vlm", "calibration": calibration}
+
+
+def _labelled(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names):
+    """(cos (n, m), 0/1 labels (n, m), matched concept names) over the labelled images and
+    the concepts of the set that the labels also name."""
     pairs = matched_labels(concepts, label_names)
     if not pairs:
         raise DataError(f"no concept of the set is labelled in the dataset; calibration needs some "
                         f"(labelled: {', '.join(label_names[:10])}, ...)")
     pos = {int(i): k for k, i in enumerate(label_ids)}
     rows = [k for k, i in enumerate(img_ids) if int(i) in pos]
+    if not rows:
+        raise DataError("no embedded image has labels: the image ids do not overlap")
     cos = np.asarray(img_emb, np.float64)[rows] @ np.asarray(txt_emb, np.float64)[[i for i, _ in pairs]].T
     lab = np.asarray(labels)[[pos[int(img_ids[k])] for k in rows]][:, [j for _, j in pairs]]
+    return cos, lab, [concepts[i] for i, _ in pairs]
+
+
+def fit_calibration(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names) -> dict:
+    """{a, b, labelled_concepts, images}: BCE fit over every labelled (image, concept) pair."""
+    cos, lab, names = _labelled(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names)
     a, b = calibrate(cos, lab)
-    P = vlm_matrix(img_emb, txt_emb, a, b)
-    df = pd.DataFrame({"image_id": np.asarray(img_ids, np.int64)} | {c: P[:, k] for k, c in enumerate(concepts)})
-    log.info("calibration a=%.4f b=%.4f from %d labelled concepts x %d images", a, b, len(pairs), len(rows))
-    return df, {"source": "vlm", "calibration": {"a": a, "b": b, "labelled_concepts": [concepts[i] for i, _ in pairs],
-                                                 "images": len(rows)}}
+    log.info("calibration a=%.4f b=%.4f from %d labelled concepts x %d images", a, b, len(names), len(cos))
+    return {"a": a, "b": b, "labelled_concepts": names, "images": len(cos)}
+
+
+def zero_shot_auc(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names):
+    """Per labelled concept: ROC AUC of cos(image, concept text) for its presence, with the
+    positive and negative counts; NaN where the images hold only one of the two."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    cos, lab, names = _labelled(img_ids, img_emb, concepts, txt_emb, label_ids, labels, label_names)
+    rows = []
+    for j, name in enumerate(names):
+        y = lab[:, j] > 0.5
+        auc = roc_auc_score(y, cos[:, j]) if 0 < y.sum() < len(y) else float("nan")
+        rows.append((name, float(auc), int(y.sum()), int((~y).sum())))
+    return pd.DataFrame(rows, columns=["concept", "auc", "positives", "negatives"])

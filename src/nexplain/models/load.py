@@ -194,6 +194,9 @@ def load_clip(spec: dict):
 def _create_open_clip(spec: dict, text: bool):
     import open_clip  # heavy import, only when asked for
 
+    from nexplain.models.clip import register_configs
+
+    register_configs()  # nexplain's own architectures (the world's VLMs) are open_clip configs too
     name, pretrained = spec["name"], spec.get("pretrained")
     if open_clip.get_model_config(name.replace("/", "-")) is None and ":" not in name:
         models = open_clip.list_models()

@@ -1,0 +1,211 @@
+"""The world's own vision-language models: small open_clip models trained on captions.
+
+The architectures are open_clip model configs shipped with nexplain (`clip_configs/`,
+registered with open_clip on first use), built by `open_clip.create_model_and_transforms`
+and tokenised by open_clip's bundled tokenizer, so a trained checkpoint loads exactly like a
+pretrained one: `create_model_and_transforms(name, pretrained=path)`.
+
+Losses are open_clip's: `SigLipLoss` (sigmoid) or `ClipLoss` (contrastive). With the sigmoid
+loss a single-concept prompt ("red") is a positive for every image of the batch holding that
+concept, not only for its own image: otherwise the loss would push "red" away from every
+other red image and zero-shot presence would suffer. Each step also scores every concept's
+bare name against every image of the batch (`concept_texts`): the sigmoid loss over those
+pairs is exactly zero-shot presence on the train split, which captions alone teach slowly
+for shapes and textures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from nexplain.errors import ConfigError
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).with_name("clip_configs")
+LOSSES = ("siglip", "clip")
+_registered = False
+
+
+def register_configs() -> list[str]:
+    """Make nexplain's model configs known to open_clip (once per process); their names."""
+    global _registered
+    import open_clip
+
+    if not _registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    loss: str = "siglip"
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.1          # share of the steps with a linear warm-up, then cosine decay
+    prompt_share: float = 0.5    # share of the texts that are single-concept prompts
+    concept_texts: bool = True   # sigmoid loss: every step also scores each concept's name
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> TrainSettings:
+        unknown = set(cfg) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"VLM train: unknown keys {sorted(unknown)}; valid: "
+                              f"{sorted(cls.__dataclass_fields__)}")
+        s = cls(**cfg)
+        if s.loss not in LOSSES:
+            raise ConfigError(f"VLM train.loss {s.loss!r}: valid choices are {', '.join(LOSSES)}")
+        return s
+
+
+class _PositivesSigLip:
+    """open_clip's SigLipLoss with a given +1/-1 target matrix instead of the identity."""
+
+    def __init__(self):
+        from open_clip.loss import SigLipLoss
+
+        class _Loss(SigLipLoss):
+            targets: torch.Tensor
+
+            def get_ground_truth(self, device, dtype, num_logits, negative_only=False):
+                return self.targets.to(device=device, dtype=dtype)
+
+        self.loss = _Loss()
+
+    def __call__(self, img, txt, model, targets):
+        self.loss.targets = targets
+        return self.loss(img, txt, model.logit_scale.exp(), model.logit_bias)
+
+
+class _Texts:
+    """Tokenised captions and prompts; draws one text per image for a batch."""
+
+    def __init__(self, table: pd.DataFrame, tokenizer, concept_names: list[str]):
+        caps, prompts = table["captions"].tolist(), table["prompts"].tolist()
+        strings = sorted({t for row in caps for t in row} | {t for row in prompts for t in row})
+        index = {t: k for k, t in enumerate(strings)}
+        self.tokens = torch.cat([tokenizer(strings[s:s + 4096]) for s in range(0, len(strings), 4096)])
+        self.captions = [np.array([index[t] for t in row]) for row in caps]
+        self.prompts = [np.array([index[t] for t in row], np.int64) for row in prompts]
+        col = {c: j for j, c in enumerate(concept_names)}
+        self.prompt_concepts = [np.array([col[c] for c in row], np.int64) for row in table["concepts"]]
+        self.present = np.zeros((len(table), len(concept_names)), bool)
+        for i, row in enumerate(self.prompt_concepts):
+            self.present[i, row] = True
+        # concept names as texts of their own, for the concepts that vary over the images
+        self.varying = np.flatnonzero(self.present.any(axis=0) & ~self.present.all(axis=0))
+        self.concept_tokens = tokenizer([concept_names[j].replace("_", " ") for j in self.varying])
+
+    def concept_targets(self, rows: np.ndarray) -> torch.Tensor:
+        """(B, K) +1/-1: image rows[i] holds varying concept k."""
+        return torch.from_numpy(np.where(self.present[rows][:, self.varying], 1.0, -1.0).astype(np.float32))
+
+    def draw(self, rng, rows: np.ndarray, prompt_share: float):
+        """(token ids (B, L), targets (B, B) +1/-1): text i belongs to image rows[i]."""
+        picks, concept = [], np.full(len(rows), -1)
+        for i, r in enumerate(rows):
+            if len(self.prompts[r]) and rng.random() < prompt_share:
+                k = rng.integers(len(self.prompts[r]))
+                picks.append(self.prompts[r][k])
+                concept[i] = self.prompt_concepts[r][k]
+            else:
+                picks.append(self.captions[r][rng.integers(len(self.captions[r]))])
+        targets = np.eye(len(rows), dtype=bool)
+        is_prompt = concept >= 0
+        targets[:, is_prompt] |= self.present[rows][:, concept[is_prompt]]
+        return self.tokens[np.array(picks)], torch.from_numpy(np.where(targets, 1.0, -1.0).astype(np.float32))
+
+
+def _schedule(step: int, total: int, warmup: float) -> float:
+    w = max(1, int(total * warmup))
+    return (step + 1) / w if step < w else 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
+def new_model(name: str, seed: int):
+    """(randomly initialised open_clip model `name` from `seed`, its image preprocessing)."""
+    import open_clip
+
+    register_configs()
+    torch.manual_seed(seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    return model, preprocess
+
+
+def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, concept_names: list[str],
+               settings: TrainSettings, progress: bool = True):
+    """Train `model` (open_clip model `name`) on `images` (N, 3, S, S), preprocessed as the
+    model expects, with the caption `table` rows in the same order; returns (model in eval
+    mode, per-step losses)."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    texts = _Texts(table, open_clip.get_tokenizer(name), concept_names)
+    siglip = _PositivesSigLip() if settings.loss == "siglip" else None
+    clip_loss = ClipLoss() if settings.loss == "clip" else None
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=settings.lr)
+    n, bs = len(images), min(settings.batch_size, len(images))
+    steps_per_epoch = max(1, n // bs)
+    total = settings.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, settings.warmup))
+    rng = np.random.default_rng(settings.seed)
+    losses = []
+    model.train()
+    with tqdm(total=total, desc=f"train {name}", disable=not progress) as bar:
+        for _ in range(settings.epochs):
+            order = rng.permutation(n)
+            for s in range(steps_per_epoch):
+                rows = order[s * bs:(s + 1) * bs]
+                x = images[rows]
+                flip = torch.from_numpy(rng.random(len(rows)) < 0.5)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # captions name no sides
+                tokens, targets = texts.draw(rng, rows, settings.prompt_share)
+                img = model.encode_image(x, normalize=True)
+                txt = model.encode_text(tokens, normalize=True)
+                if siglip is not None:
+                    if settings.concept_texts:  # zero-shot presence as a loss term: B x K more pairs
+                        txt = torch.cat([txt, model.encode_text(texts.concept_tokens, normalize=True)])
+                        targets = torch.cat([targets, texts.concept_targets(rows)], dim=1)
+                    loss = siglip(img, txt, model, targets)
+                else:
+                    loss = clip_loss(img, txt, model.logit_scale.exp())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.update()
+    return model.eval(), losses
+
+
+def save_checkpoint(model, path) -> None:
+    """The state dict as safetensors (open_clip's own hub format; no pickle, same bytes for
+    the same weights), written to a temporary file and renamed."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+
+
+def preprocess_images(table, preprocess, ids, progress: bool = True) -> torch.Tensor:
+    """The images `ids` of an ImageTable through `preprocess`, stacked (N, 3, S, S)."""
+    from nexplain.data.images import ImageDataset
+
+    ds = ImageDataset(table, preprocess, ids=ids)
+    return torch.stack([ds[i][0] for i in tqdm(range(len(ds)), desc="images", disable=not progress)])

@@ -1,0 +1,87 @@
+"""Training the world's VLMs with open_clip: loss, targets, checkpoints that load as pretrained."""
+
+import numpy as np
+import open_clip
+import pandas as pd
+import pytest
+import torch
+
+from clip_fixture import register_tiny_clip
+from nexplain.errors import ConfigError
+from nexplain.models.clip import TrainSettings, _Texts, new_model, register_configs, save_checkpoint, train_clip
+from nexplain.models.load import load_clip
+
+COLORS = {"red": (1.0, -1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "green": (-1.0, 1.0, -1.0)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return register_tiny_clip(tmp_path_factory.mktemp("clip"), "nexplain-train-tiny", vocab_size=49408)
+
+
+def _toy(n=48, seed=0):
+    """Images that are one flat colour plus noise; captions and prompts name the colour."""
+    rng = np.random.default_rng(seed)
+    names = list(COLORS)
+    which = rng.integers(0, 3, n)
+    x = torch.tensor(np.array([COLORS[names[k]] for k in which]), dtype=torch.float32)[:, :, None, None]
+    images = x.expand(n, 3, 32, 32) + 0.3 * torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    table = pd.DataFrame({"image_id": np.arange(n),
+                          "captions": [[f"a {names[k]} picture", f"something {names[k]}"] for k in which],
+                          "concepts": [[names[k]] for k in which],
+                          "prompts": [[names[k]] for k in which]})
+    return images, table, names
+
+
+@pytest.mark.parametrize("loss", ["siglip", "clip"])
+def test_a_short_training_run_lowers_the_loss(tiny, loss):
+    images, table, names = _toy()
+    model, _ = new_model(tiny, 0)
+    settings = TrainSettings(loss=loss, epochs=12, batch_size=16, lr=3e-3, warmup=0.1, seed=0)
+    model, losses = train_clip(model, tiny, images, table, names, settings, progress=False)
+    assert len(losses) == 12 * 3
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    assert not model.training
+
+
+def test_prompt_targets_mark_every_image_holding_the_concept(tiny):
+    _, table, names = _toy(8)
+    texts = _Texts(table, open_clip.get_tokenizer(tiny), names)
+    rows = np.arange(8)
+    tokens, targets = texts.draw(np.random.default_rng(0), rows, prompt_share=1.0)
+    colour = np.array([c[0] for c in table["concepts"]])
+    expected = np.where(colour[:, None] == colour[None, :], 1.0, -1.0)  # every text is a prompt
+    assert tokens.shape[0] == 8 and np.array_equal(targets.numpy(), expected)
+    _, targets = texts.draw(np.random.default_rng(0), rows, prompt_share=0.0)
+    assert np.array_equal(targets.numpy(), np.where(np.eye(8, dtype=bool), 1.0, -1.0))  # captions: own image
+
+
+def test_checkpoint_loads_through_the_pretrained_path_with_identical_embeddings(tiny, tmp_path):
+    images, table, names = _toy(16)
+    model, _ = new_model(tiny, 3)
+    model, _ = train_clip(model, tiny, images, table, names, TrainSettings(epochs=1, batch_size=8), progress=False)
+    path = tmp_path / "open_clip_model.safetensors"
+    save_checkpoint(model, path)
+    loaded, preprocess, tokenizer = load_clip({"name": tiny, "pretrained": str(path)})
+    same, _, _ = open_clip.create_model_and_transforms(tiny, pretrained=str(path))  # open_clip's own call
+    tok = tokenizer(["red", "a blue picture"])
+    with torch.no_grad():
+        for m in (loaded, same.eval()):
+            assert torch.equal(m.encode_image(images[:4]), model.encode_image(images[:4]))
+            assert torch.equal(m.encode_text(tok), model.encode_text(tok))
+    save_checkpoint(model, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == path.read_bytes()  # same weights, same bytes
+
+
+def test_shipped_configs_are_registered_and_build():
+    names = register_configs()
+    assert names == ["nexplain-world-rn", "nexplain-world-vit"]
+    for name in names:
+        assert open_clip.get_model_config(name)["text_cfg"]["vocab_size"] == 49408  # the bundled tokenizer
+
+
+def test_settings_reject_unknown_keys_and_losses():
+    with pytest.raises(ConfigError, match="unknown keys \\['epoch'\\]"):
+        TrainSettings.from_config({"epoch": 3})
+    with pytest.raises(ConfigError, match="valid choices are siglip, clip"):
+        TrainSettings.from_config({"loss": "hinge"})
