@@ -15,6 +15,7 @@ include: "rules/activations.smk"
 include: "rules/explain.smk"
 include: "rules/vlm.smk"
 include: "rules/linear.smk"
+include: "rules/pure.smk"
 include: "rules/tracking.smk"
 
 

@@ -24,6 +24,7 @@ EXTRACT = config["extract"]
 EXPLAIN = config.get("explain") or {"targets": []}
 LINEAR = config.get("linear") or {"targets": []}
 VLMS = config.get("vlms") or {}
+PURE = config.get("pure") or {"targets": []}
 
 
 def _one_of(names):
@@ -183,6 +184,31 @@ def linear_outputs():
     return out
 
 
+def pure_settings():
+    """The `pure:` block without its targets and references (those reach the rules on their own)."""
+    return {k: v for k, v in PURE.items() if k not in ("targets", "reference", "ceiling")}
+
+
+def pure_target(wildcards):
+    for t in PURE["targets"]:
+        if (t["model"], t["dataset"], t["layer"]) == (wildcards.model, wildcards.dataset, wildcards.layer):
+            return t
+    raise WorkflowError(f"no pure target for {wildcards.model}/{wildcards.dataset}/{wildcards.layer}")
+
+
+def pure_references(wildcards):
+    """Image embeddings of the reference VLM and, if set, of the ceiling's."""
+    emb = lambda vlm: f"{RESULTS}/{wildcards.dataset}/vlm/{vlm}/image_embeddings.parquet"
+    out = {"reference": emb(PURE["reference"])}
+    if PURE.get("ceiling"):
+        out["ceiling"] = emb(PURE["ceiling"])
+    return out
+
+
+def pure_outputs():
+    return [f"{RESULTS}/{t['model']}/{t['dataset']}/{t['layer']}/pure/summary.json" for t in PURE["targets"]]
+
+
 def vlm_outputs():
     """Every trained VLM's zero-shot evaluation (and with it its checkpoint and calibration)."""
     return [f"{RESULTS}/vlms/{v}/zero_shot.json" for v, spec in VLMS.items() if spec["source"] == "train"]
@@ -192,4 +218,4 @@ def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs() + vlm_outputs())
+            + linear_outputs() + vlm_outputs() + pure_outputs())

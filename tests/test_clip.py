@@ -10,6 +10,7 @@ from clip_fixture import register_tiny_clip
 from nexplain.errors import ConfigError
 from nexplain.models.clip import TrainSettings, _Texts, new_model, register_configs, save_checkpoint, train_clip
 from nexplain.models.load import load_clip
+from nexplain.vlm import concept_matrix, fit_calibration, text_embeddings, zero_shot_auc
 
 COLORS = {"red": (1.0, -1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "green": (-1.0, 1.0, -1.0)}
 
@@ -33,15 +34,49 @@ def _toy(n=48, seed=0):
     return images, table, names
 
 
-@pytest.mark.parametrize("loss", ["siglip", "clip"])
-def test_a_short_training_run_lowers_the_loss(tiny, loss):
+def _train(tiny, loss):
     images, table, names = _toy()
     model, _ = new_model(tiny, 0)
     settings = TrainSettings(loss=loss, epochs=12, batch_size=16, lr=3e-3, warmup=0.1, seed=0)
     model, losses = train_clip(model, tiny, images, table, names, settings, progress=False)
-    assert len(losses) == 12 * 3
-    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
-    assert not model.training
+    return model, losses, images, table, names
+
+
+@pytest.fixture(scope="module")
+def siglip(tiny):
+    return _train(tiny, "siglip")
+
+
+def test_a_short_training_run_lowers_the_loss(tiny, siglip):
+    for model, losses, *_ in (siglip, _train(tiny, "clip")):
+        assert len(losses) == 12 * 3
+        assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+        assert not model.training
+
+
+def test_training_is_reproducible(tiny, siglip):
+    again, losses, *_ = _train(tiny, "siglip")
+    assert losses == siglip[1]
+    first = siglip[0].state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in again.state_dict().items())
+
+
+def test_calibrated_p_is_higher_for_present_concepts(tiny, siglip):
+    model, _, images, table, names = siglip
+    with torch.no_grad():
+        img = model.encode_image(images, normalize=True).numpy()
+    txt = text_embeddings(model, open_clip.get_tokenizer(tiny), names)
+    present = np.array([[c in row for c in names] for row in table["concepts"]], float)
+    ids = np.arange(len(images))
+    auc = zero_shot_auc(ids, img, names, txt, ids, present, names)
+    assert auc["concept"].tolist() == names and (auc["auc"] > 0.9).all()
+    cal = fit_calibration(ids, img, names, txt, ids[:32], present[:32], names)  # fitted on 32, used on all
+    assert cal["a"] > 0 and cal["images"] == 32
+    df, meta = concept_matrix(ids, img, names, txt, ids, present, names, calibration=cal)
+    assert meta["calibration"] is cal  # a stored calibration is used as is
+    P = df[names].to_numpy()
+    assert P[present > 0].mean() > P[present == 0].mean() + 0.3
+    assert ((P * present).sum(1) > (P * (1 - present)).max(1)).mean() >= 0.9  # per image: its colour wins
 
 
 def test_prompt_targets_mark_every_image_holding_the_concept(tiny):

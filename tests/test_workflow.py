@@ -90,6 +90,19 @@ def test_code_change_reruns_only_rules_that_import_it(workflow):
         world.write_text(original)
 
 
+def test_the_default_config_plans_every_stage(tmp_path):
+    """config.yaml's DAG, dry: the world's two VLMs are trained once, embed the world, and feed
+    LE(VLM) (world_siglip) and a second simulator (world_vit) on both explained layers."""
+    wf = copy_workflow(tmp_path / "default")
+    out = snakemake(wf, "--dry-run", configfile=None).stdout
+    table = out.split("Job stats:")[1].split("total")[0]
+    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert {k: jobs[k] for k in ("captions", "train_vlm", "vlm_embeddings", "evaluate_vlm", "vlm_matrix",
+                                 "linear", "simulate")} == {
+        "captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 2,
+        "linear": 4, "simulate": 4}  # LE: {label, world_siglip} x 2 layers; simulators {world_vit, label}
+
+
 def test_bad_config_stops_before_any_job(workflow):
     proc = snakemake(workflow, "--dry-run", "--config", "threads=many", check=False)
     assert proc.returncode != 0

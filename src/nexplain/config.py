@@ -82,6 +82,19 @@ def _check_references(config: dict, source: str) -> None:
             _must_name(s, matrices, "linear.simulate.simulators", source)
             _needs_concept_set(datasets, t["dataset"], s, "linear.simulate.simulators", source)
 
+    pure = config.get("pure") or {}
+    for i, t in enumerate(pure.get("targets", [])):
+        key = f"pure.targets.{i}"
+        _must_name(t["model"], models, f"{key}.model", source)
+        _must_name(t["dataset"], datasets, f"{key}.dataset", source)
+        extracted = {layer for e in config["extract"]["targets"] if (e["model"], e["dataset"]) == (t["model"], t["dataset"])
+                     for layer in e["layers"]}
+        _must_name(t["layer"], sorted(extracted), f"{key}.layer", source)  # its maps rank the top images
+    if pure.get("targets"):
+        _must_name(pure["reference"], list(vlms), "pure.reference", source)
+        if pure.get("ceiling") is not None:
+            _must_name(pure["ceiling"], list(vlms), "pure.ceiling", source)
+
 
 def _needs_labels(datasets: dict, name: str, key: str, what: str, source: str) -> None:
     if datasets[name]["kind"] not in BRODEN_KINDS:

@@ -1,0 +1,60 @@
+# PURE (METHODS section 6): relevances of earlier layers' channels for each unit's top images,
+# their circuits, and which earlier layer separates best against a reference embedding.
+
+
+rule relevance:
+    input:
+        unpack(model_weights),
+        maps=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/maps.parquet",
+        manifest=f"{RESULTS}/models/{{model}}/model.json",
+        root=dataset_root,
+    output:
+        f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.parquet",
+    log:
+        f"logs/relevance/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/relevance/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        pure=pure_settings(),
+        earlier=lambda wc: pure_target(wc)["earlier"],
+        reader=lambda wc: reader_kind(wc.dataset),
+        threads=config["threads"],
+        code=code("relevance"),
+    threads: config["threads"]
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/relevance.py"
+
+
+rule pure:
+    input:
+        unpack(pure_references),
+        relevance=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.parquet",
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/summary.parquet",
+        root=dataset_root,
+    output:
+        clusters=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/clusters.parquet",
+        correlations=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/correlations.parquet",
+        summary=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.parquet",
+                       caption="../report/pure.rst", category="PURE", subcategory="{model} {layer}"),
+        metrics=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.json",
+        figure=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.png",
+                      caption="../report/pure.rst", category="PURE", subcategory="{model} {layer}"),
+        units=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/units"), patterns=["unit_{unit}.png"],
+                     caption="../report/pure_unit.rst", category="PURE", subcategory="{model} {layer}"),
+    log:
+        f"logs/pure/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/pure/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        pure=pure_settings(),
+        earlier=lambda wc: pure_target(wc)["earlier"],
+        reference=PURE.get("reference"),
+        ceiling=PURE.get("ceiling"),
+        reader=lambda wc: reader_kind(wc.dataset),
+        code=code("pure"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/pure.py"
