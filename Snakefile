@@ -16,6 +16,7 @@ include: "rules/explain.smk"
 include: "rules/vlm.smk"
 include: "rules/linear.smk"
 include: "rules/pure.smk"
+include: "rules/report.smk"
 include: "rules/tracking.smk"
 
 

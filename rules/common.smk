@@ -209,6 +209,32 @@ def pure_outputs():
     return [f"{RESULTS}/{t['model']}/{t['dataset']}/{t['layer']}/pure/summary.json" for t in PURE["targets"]]
 
 
+def report_names(wildcards):
+    """Explainer names of a layer's report: formula methods of `explain:`, LE per source."""
+    formulas = [m for t in EXPLAIN["targets"]
+                if (t["model"], t["dataset"]) == (wildcards.model, wildcards.dataset) and wildcards.layer in t["layers"]
+                for m in t["methods"]]
+    return {"formulas": formulas, "linear": [f"le_{s}" for s in _linear_target(wildcards)["sources"]]}
+
+
+def report_inputs(wildcards):
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
+    names = report_names(wildcards)
+    out = {"formulas": [f"{base}/explanations/{m}.parquet" for m in names["formulas"]],
+           "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
+           "simulations": [f"{base}/scores/simulation.{s}.parquet" for s in LINEAR["simulate"]["simulators"]],
+           "top_impact": f"{base}/scores/top_impact.parquet"}
+    if any((t["model"], t["dataset"], t["layer"]) == (wildcards.model, wildcards.dataset, wildcards.layer)
+           for t in PURE["targets"]):
+        out["pure"] = f"{base}/pure/summary.parquet"
+    return out
+
+
+def report_outputs():
+    return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/scores.json"
+            for t in LINEAR["targets"] for layer in t["layers"]]
+
+
 def vlm_outputs():
     """Every trained VLM's zero-shot evaluation (and with it its checkpoint and calibration)."""
     return [f"{RESULTS}/vlms/{v}/zero_shot.json" for v, spec in VLMS.items() if spec["source"] == "train"]
@@ -218,4 +244,4 @@ def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs() + vlm_outputs() + pure_outputs())
+            + linear_outputs() + vlm_outputs() + pure_outputs() + report_outputs())

@@ -1,0 +1,30 @@
+# The score report: every method of a layer on the same units, from the method tables.
+
+
+rule score_report:
+    input:
+        unpack(report_inputs),
+    output:
+        table=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/scores.parquet",
+                     caption="../report/scores.rst", category="Report", subcategory="{model} {layer}"),
+        metrics=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/scores.json",
+        units=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/units.parquet",
+        methods=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/methods.png",
+                       caption="../report/methods.rst", category="Report", subcategory="{model} {layer}"),
+        scatter=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/corr_vs_ablation.png",
+                       caption="../report/corr_vs_ablation.rst", category="Report", subcategory="{model} {layer}"),
+        top_impact=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/top_impact_curve.png",
+                          caption="../report/top_impact.rst", category="Report", subcategory="{model} {layer}"),
+    log:
+        f"logs/score_report/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/score_report/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        formulas=lambda wc: report_names(wc)["formulas"],
+        linear=lambda wc: report_names(wc)["linear"],
+        simulators=LINEAR.get("simulate", {}).get("simulators"),
+        code=code("score_report"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/score_report.py"

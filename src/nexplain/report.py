@@ -1,0 +1,99 @@
+"""The score report of one layer: every method on the same units, from the method tables.
+
+One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) holds:
+- `metrics`: IoU-family metrics of the formula explainers (METHODS section 4), over the units
+  (and clustered ranges) they explained;
+- `length`: explanation length of every explainer;
+- `simulation`: correlation and ablation scores per explainer and simulator (METHODS section 5);
+- `top_impact`: TI(beta) over the units where it was computed;
+- `pure`: the per-earlier-layer distance correlations (METHODS section 6).
+Means skip dead units and undefined (NaN) scores; `n` says how many entered. A per-unit table
+joins every method's explanation of each unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+FORMULA_METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage", "explanation_coverage")
+SIM_METRICS = ("corr_test", "ablation_optim", "ablation_norm")
+COLUMNS = ["section", "method", "simulator", "metric", "mean", "std", "n"]
+
+
+def _row(section, method, simulator, metric, values) -> tuple:
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return (section, method, simulator, metric, float(v.mean()) if len(v) else np.nan,
+            float(v.std(ddof=0)) if len(v) else np.nan, int(len(v)))
+
+
+def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
+                  simulations: dict[str, pd.DataFrame], top_impact: pd.DataFrame | None = None,
+                  pure: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The long score table; `formulas` {netdissect|coex|clustered: table}, `linear`
+    {le_<source>: table}, `simulations` {simulator: table}."""
+    rows = []
+    for name, t in formulas.items():
+        ok = t[t["status"] == "ok"]
+        rows += [_row("metrics", name, "", m, ok[m]) for m in FORMULA_METRICS]
+        rows.append(_row("length", name, "", "length", ok["length"]))
+    for name, t in linear.items():
+        rows.append(_row("length", name, "", "length", t.loc[~t["dead"], "length"]))
+    for sim, t in simulations.items():
+        live = t[~t["dead"]]
+        for name, part in live.groupby("explainer", sort=False):
+            rows += [_row("simulation", name, sim, m, part[m]) for m in SIM_METRICS if m in part]
+    if top_impact is not None:
+        done = top_impact[top_impact["computed"] & ~top_impact["dead"]]
+        rows += [_row("top_impact", "top_impact", "", c, done[c]) for c in top_impact.columns if c.startswith("ti_")]
+    if pure is not None:
+        for r in pure.itertuples():
+            rows.append(("pure", r.layer, "", "corr", float(r.corr_mean), float(r.corr_std), int(r.units)))
+            rows.append(("pure", r.layer, "", "baseline", float(r.baseline_mean), np.nan, int(r.units)))
+            rows.append(("pure", r.layer, "", "ceiling", float(r.ceiling_mean), np.nan, int(r.units)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def metrics_json(table: pd.DataFrame) -> dict:
+    """Flat `section.method[.simulator].metric -> mean` for DVC metrics (NaN left out)."""
+    out = {}
+    for r in table.itertuples():
+        if np.isfinite(r.mean):
+            out[".".join(p for p in (r.section, r.method, r.simulator, r.metric) if p)] = round(float(r.mean), 6)
+    return out
+
+
+def _linear_text(row) -> str:
+    terms = " + ".join(f"{w:.2f} {c}" for w, c in zip(row["weights"], row["concepts"]))
+    return f"{terms} {'+' if row['bias'] >= 0 else '-'} {abs(row['bias']):.2f}" if terms else "(dead)"
+
+
+def unit_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
+               simulation: pd.DataFrame | None = None, top_impact: pd.DataFrame | None = None,
+               beta: str = "ti_0.02") -> pd.DataFrame:
+    """One row per unit: each method's explanation (clustered: one `lo-hi: formula` per range)
+    with its IoU or val correlation, the test correlation of each explainer under
+    `simulation`, and TI at `beta`."""
+    units = sorted(set().union(*(set(t["unit"]) for t in [*formulas.values(), *linear.values()])))
+    out = pd.DataFrame({"unit": np.asarray(units, np.int64)}).set_index("unit")
+    for name, t in formulas.items():
+        if name == "clustered":
+            text = t.sort_values(["unit", "cluster"]).groupby("unit").apply(
+                lambda g: " | ".join(f"{lo:.2f}-{hi:.2f}: {f or '(none)'}" for lo, hi, f in zip(g["lo"], g["hi"], g["formula"])),
+                include_groups=False)
+            out[name] = text
+            out[f"{name}_iou"] = t.groupby("unit")["iou"].mean()
+        else:
+            u = t.set_index("unit")
+            out[name], out[f"{name}_iou"] = u["formula"], u["iou"]
+    for name, t in linear.items():
+        u = t.set_index("unit")
+        out[name] = u.apply(_linear_text, axis=1)
+        out[f"{name}_val_corr"] = u["val_corr"]
+    if simulation is not None:
+        corr = simulation.groupby(["unit", "explainer"])["corr_test"].mean().unstack()
+        for name in corr.columns:
+            out[f"{name}_corr_test"] = corr[name]
+    if top_impact is not None and beta in top_impact:
+        out[beta] = top_impact.set_index("unit")[beta]
+    return out.reset_index()

@@ -1,0 +1,82 @@
+"""Figures of the score report (PNG, matplotlib, no timestamps): the method comparison, the
+correlation-versus-ablation scatter and the Top Impact curve of one layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nexplain.io import atomic_path
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    _plt().close(fig)
+
+
+def method_bars(path, table: pd.DataFrame, layer: str) -> None:
+    """Mean test correlation (+- std) of every explainer, one bar group per simulator."""
+    plt = _plt()
+    sim = table[(table["section"] == "simulation") & (table["metric"] == "corr_test")]
+    methods = list(dict.fromkeys(sim["method"]))
+    sims = list(dict.fromkeys(sim["simulator"]))
+    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(methods), 3.6))
+    width = 0.8 / max(len(sims), 1)
+    for j, s in enumerate(sims):
+        part = sim[sim["simulator"] == s].set_index("method").reindex(methods)
+        ax.bar(np.arange(len(methods)) + (j - (len(sims) - 1) / 2) * width, part["mean"], width,
+               yerr=part["std"], capsize=3, label=f"simulator {s}")
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test correlation (mean over units)")
+    ax.set_title(f"{layer}: how well each explanation simulates its unit", fontsize=10)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def corr_vs_ablation(path, simulation: pd.DataFrame, layer: str, simulator: str) -> None:
+    """Per explanation: test correlation against the ablation score (the best scaling scored)."""
+    plt = _plt()
+    score = "ablation_optim" if simulation.get("ablation_optim", pd.Series(dtype=float)).notna().any() else "ablation_norm"
+    live = simulation[~simulation["dead"]].dropna(subset=["corr_test", score])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    groups = sorted(live.groupby("explainer", sort=False), key=lambda g: -len(g[1]))  # the crowd first, below
+    for name, part in groups:
+        ax.scatter(part["corr_test"], part[score], s=6, alpha=0.5, label=name)
+    ax.set_xlabel("test correlation")
+    ax.set_ylabel(score.replace("_", " "))
+    ax.set_title(f"{layer}, simulator {simulator}", fontsize=10)
+    ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def top_impact_curve(path, top_impact: pd.DataFrame, layer: str) -> None:
+    """Mean TI(beta) over units against beta, beside TI = beta (impact spread evenly)."""
+    plt = _plt()
+    cols = [c for c in top_impact.columns if c.startswith("ti_")]
+    done = top_impact[top_impact["computed"] & ~top_impact["dead"]]
+    beta = np.array([float(c[3:]) for c in cols])
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    if len(done):
+        q = done[cols].quantile([0.25, 0.5, 0.75]).to_numpy()
+        ax.fill_between(beta, q[0], q[2], alpha=0.25, label="units, quartiles")
+        ax.plot(beta, done[cols].mean().to_numpy(), "o-", label=f"mean over {len(done)} units")
+    ax.plot(beta, beta, "k:", label="TI = beta")
+    ax.set_xscale("log")
+    ax.set_xlabel("beta (top share of inputs by activation)")
+    ax.set_ylabel("Top Impact: share of |impact|")
+    ax.set_title(f"{layer}: Top Impact", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

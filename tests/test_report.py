@@ -1,0 +1,83 @@
+"""The score report: its numbers equal the method tables', its figures are PNGs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nexplain.report import metrics_json, summary_table, unit_table
+from nexplain.report_figures import corr_vs_ablation, method_bars, top_impact_curve
+
+
+def _formula(units, iou, status=None):
+    n = len(units)
+    return pd.DataFrame({"unit": units, "cluster": 0, "status": status or ["ok"] * n, "lo": 0.0, "hi": 1.0,
+                         "formula": [f"c{u}" for u in units], "length": [1] * n, "iou": iou,
+                         "detection_accuracy": iou, "activation_coverage": 0.5, "sample_coverage": 0.25,
+                         "explanation_coverage": 0.75})
+
+
+@pytest.fixture
+def tables():
+    formulas = {"netdissect": _formula([0, 1, 2], [0.2, 0.4, 0.0], ["ok", "ok", "dead"]),
+                "clustered": pd.concat([_formula([0, 1], [0.1, 0.3]).assign(cluster=0),
+                                        _formula([0, 1], [0.5, 0.7]).assign(cluster=1, lo=1.0, hi=2.0)])}
+    linear = {"le_label": pd.DataFrame({"unit": [0, 1, 2], "concepts": [["a", "b"], ["c"], []],
+                                        "weights": [[0.5, -0.25], [1.0], []], "bias": [0.1, -0.2, 0.0],
+                                        "length": [2, 1, 0], "val_corr": [0.9, 0.7, np.nan],
+                                        "dead": [False, False, True]})}
+    sim = pd.DataFrame({"explainer": ["le_label"] * 3 + ["netdissect"] * 3, "unit": [0, 1, 2] * 2,
+                        "dead": [False, False, True, False, False, True],
+                        "corr_test": [0.8, 0.6, np.nan, 0.3, np.nan, np.nan],
+                        "ablation_optim": [0.5, 0.1, np.nan, 0.2, 0.0, np.nan],
+                        "ablation_norm": [0.4, 0.2, np.nan, 0.1, 0.1, np.nan]})
+    ti = pd.DataFrame({"unit": [0, 1, 2], "computed": [True, True, False], "dead": [False, False, False],
+                       "ti_0.02": [0.1, 0.3, np.nan], "ti_0.5": [0.6, 0.8, np.nan]})
+    pure = pd.DataFrame({"layer": ["layer1", "layer3"], "corr_mean": [0.3, 0.4], "corr_std": [0.1, 0.2],
+                         "baseline_mean": [0.5, 0.5], "ceiling_mean": [0.8, 0.8], "units": [2, 2]})
+    return formulas, linear, {"label": sim}, ti, pure
+
+
+def test_summary_numbers_equal_the_method_tables(tables):
+    formulas, linear, sims, ti, pure = tables
+    t = summary_table(formulas, linear, sims, ti, pure).set_index(["section", "method", "simulator", "metric"])
+    assert t.loc[("metrics", "netdissect", "", "iou"), "mean"] == pytest.approx(0.3)  # the dead unit is left out
+    assert t.loc[("metrics", "netdissect", "", "iou"), "n"] == 2
+    assert t.loc[("metrics", "clustered", "", "iou"), "mean"] == pytest.approx(0.4)   # every range counts
+    assert t.loc[("metrics", "clustered", "", "iou"), "std"] == pytest.approx(np.std([0.1, 0.3, 0.5, 0.7]))
+    assert t.loc[("length", "le_label", "", "length"), "mean"] == pytest.approx(1.5)
+    assert t.loc[("simulation", "le_label", "label", "corr_test"), "mean"] == pytest.approx(0.7)
+    assert t.loc[("simulation", "netdissect", "label", "corr_test"), "n"] == 1         # NaN: undefined
+    assert t.loc[("simulation", "netdissect", "label", "ablation_optim"), "mean"] == pytest.approx(0.1)
+    assert t.loc[("top_impact", "top_impact", "", "ti_0.02"), "mean"] == pytest.approx(0.2)
+    assert t.loc[("pure", "layer3", "", "corr"), "std"] == pytest.approx(0.2)
+    flat = metrics_json(t.reset_index())
+    assert flat["simulation.le_label.label.corr_test"] == pytest.approx(0.7)
+    assert flat["pure.layer1.ceiling"] == pytest.approx(0.8)
+
+
+def test_unit_table_joins_every_method(tables):
+    formulas, linear, sims, ti, _ = tables
+    u = unit_table(formulas, linear, sims["label"], ti).set_index("unit")
+    assert u.loc[0, "netdissect"] == "c0" and u.loc[1, "netdissect_iou"] == pytest.approx(0.4)
+    assert u.loc[0, "clustered"] == "0.00-1.00: c0 | 1.00-2.00: c0"
+    assert u.loc[0, "le_label"] == "0.50 a + -0.25 b + 0.10" and u.loc[2, "le_label"] == "(dead)"
+    assert u.loc[1, "le_label"] == "1.00 c - 0.20"
+    assert u.loc[0, "le_label_corr_test"] == pytest.approx(0.8) and u.loc[0, "ti_0.02"] == pytest.approx(0.1)
+
+
+def test_figures_are_valid_pngs(tables, tmp_path):
+    formulas, linear, sims, ti, pure = tables
+    table = summary_table(formulas, linear, sims, ti, pure)
+    method_bars(tmp_path / "m.png", table, "layer4")
+    corr_vs_ablation(tmp_path / "s.png", sims["label"], "layer4", "label")
+    top_impact_curve(tmp_path / "t.png", ti, "layer4")
+    for name in ("m", "s", "t"):
+        path = tmp_path / f"{name}.png"
+        assert path.stat().st_size > 1000
+        with Image.open(path) as im:
+            im.verify()
+            assert im.format == "PNG"
+    first = (tmp_path / "m.png").read_bytes()
+    method_bars(tmp_path / "m.png", table, "layer4")
+    assert (tmp_path / "m.png").read_bytes() == first  # no timestamp: same bytes
