@@ -223,7 +223,8 @@ def report_inputs(wildcards):
     out = {"formulas": [f"{base}/explanations/{m}.parquet" for m in names["formulas"]],
            "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
            "simulations": [f"{base}/scores/simulation.{s}.parquet" for s in LINEAR["simulate"]["simulators"]],
-           "top_impact": f"{base}/scores/top_impact.parquet"}
+           "top_impact": f"{base}/scores/top_impact.parquet",
+           "area_chart": f"{base}/scores/area_chart.parquet"}
     if any((t["model"], t["dataset"], t["layer"]) == (wildcards.model, wildcards.dataset, wildcards.layer)
            for t in PURE["targets"]):
         out["pure"] = f"{base}/pure/summary.parquet"

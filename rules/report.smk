@@ -15,6 +15,9 @@ rule score_report:
                        caption="../report/corr_vs_ablation.rst", category="Report", subcategory="{model} {layer}"),
         top_impact=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/top_impact_curve.png",
                           caption="../report/top_impact.rst", category="Report", subcategory="{model} {layer}"),
+        unit_figures=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/units"),
+                            patterns=["{name}.png"], caption="../report/unit_figures.rst", category="Report",
+                            subcategory="{model} {layer} units"),
     log:
         f"logs/score_report/{{model}}/{{dataset}}/{{layer}}.log",
     benchmark:
@@ -23,6 +26,7 @@ rule score_report:
         formulas=lambda wc: report_names(wc)["formulas"],
         linear=lambda wc: report_names(wc)["linear"],
         simulators=LINEAR.get("simulate", {}).get("simulators"),
+        units=(config.get("report") or {}).get("units", "0-3"),
         code=code("score_report"),
     conda:
         "../envs/torch.yaml"

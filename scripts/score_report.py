@@ -1,12 +1,14 @@
 """The score report of one layer: summary table (Parquet + DVC metrics JSON), per-unit table, figures."""
 import json
+import os
 
 from nexplain.io import write_text
 from nexplain.report import metrics_json, summary_table, unit_table
-from nexplain.report_figures import corr_vs_ablation, method_bars, top_impact_curve
+from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 from nexplain.runner import run_rule
 from nexplain.tables import read_table, write_table
 from nexplain.tracking import Outcome
+from nexplain.units import select_units
 
 
 def main(snakemake):
@@ -27,6 +29,14 @@ def main(snakemake):
     corr_vs_ablation(out.scatter, sims[first], w.layer, first)
     top_impact_curve(out.top_impact, ti, w.layer)
     figures = [out.methods, out.scatter, out.top_impact]
+    areas = read_table(inp.area_chart, "area chart table")
+    os.makedirs(out.unit_figures, exist_ok=True)
+    for u in select_units(p.units, int(areas["unit"].max()) + 1):
+        area_chart(f"{out.unit_figures}/area_{u:04d}.png", areas[areas["unit"] == u], int(u))
+        rows = {n: t.set_index("unit").loc[u] for n, t in linear.items()}
+        live = {n: r for n, r in rows.items() if not r["dead"]}
+        if live:
+            linear_weights(f"{out.unit_figures}/le_{u:04d}.png", live, int(u))
     return Outcome(metrics=metrics, artifacts=[out.table, out.units, *figures])
 
 

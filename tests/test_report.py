@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nexplain.report import metrics_json, summary_table, unit_table
-from nexplain.report_figures import corr_vs_ablation, method_bars, top_impact_curve
+from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 
 
 def _formula(units, iou, status=None):
@@ -72,7 +72,12 @@ def test_figures_are_valid_pngs(tables, tmp_path):
     method_bars(tmp_path / "m.png", table, "layer4")
     corr_vs_ablation(tmp_path / "s.png", sims["label"], "layer4", "label")
     top_impact_curve(tmp_path / "t.png", ti, "layer4")
-    for name in ("m", "s", "t"):
+    buckets = pd.DataFrame({"unit": 0, "bucket": range(8), "lo": np.arange(8.0), "hi": np.arange(1.0, 9.0),
+                            "n_inputs": [50, 20, 10, 5, 3, 2, 1, 1], "red": np.linspace(0, 1, 8),
+                            "sky": np.linspace(1, 0, 8), "border": 1.0})
+    area_chart(tmp_path / "a.png", buckets, 0)
+    linear_weights(tmp_path / "l.png", {"le_label": linear["le_label"].set_index("unit").loc[0]}, 0)
+    for name in ("m", "s", "t", "a", "l"):
         path = tmp_path / f"{name}.png"
         assert path.stat().st_size > 1000
         with Image.open(path) as im:

@@ -80,3 +80,41 @@ def top_impact_curve(path, top_impact: pd.DataFrame, layer: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def area_chart(path, buckets: pd.DataFrame, unit: int, top: int = 8, skip=("border", "core")) -> None:
+    """Shares of the `top` concepts or classes (largest peak share) across one unit's activation
+    buckets (METHODS section 5), stacked, with the inputs per bucket above."""
+    plt = _plt()
+    cols = [c for c in buckets.columns if c not in ("unit", "bucket", "lo", "hi", "n_inputs") and c not in skip]
+    shares = buckets[cols].fillna(0.0)
+    keep = shares.max().sort_values(ascending=False).index[:top].tolist()
+    mid = ((buckets["lo"] + buckets["hi"]) / 2).to_numpy()
+    fig, (ax0, ax) = plt.subplots(2, 1, figsize=(6, 4.4), sharex=True, gridspec_kw={"height_ratios": [1, 3]})
+    ax0.bar(mid, buckets["n_inputs"], width=(buckets["hi"] - buckets["lo"]).to_numpy() * 0.9, color="gray")
+    ax0.set_yscale("log")
+    ax0.set_ylabel("inputs", fontsize=8)
+    ax0.set_title(f"unit {unit}: what its activation range holds", fontsize=10)
+    ax.stackplot(mid, *[shares[c].to_numpy() for c in keep], labels=keep, alpha=0.85)
+    ax.set_xlabel("activation (bucket centre)")
+    ax.set_ylabel("share of inputs (stacked)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def linear_weights(path, explanations: dict[str, pd.Series], unit: int) -> None:
+    """One unit's Linear Explanations: concept weights per source, side by side."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(explanations), figsize=(3.4 * len(explanations), 3.2), squeeze=False)
+    for ax, (name, row) in zip(axes[0], explanations.items()):
+        w = np.asarray(row["weights"], float)
+        order = np.argsort(-np.abs(w))
+        ax.barh(np.arange(len(w)), w[order], color=np.where(w[order] >= 0, "tab:blue", "tab:red"))
+        ax.set_yticks(np.arange(len(w)), [row["concepts"][i] for i in order], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_title(f"{name}: val r = {row['val_corr']:.2f}", fontsize=9)
+    fig.suptitle(f"unit {unit}: Linear Explanations", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
