@@ -224,16 +224,33 @@ def report_inputs(wildcards):
            "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
            "simulations": [f"{base}/scores/simulation.{s}.parquet" for s in LINEAR["simulate"]["simulators"]],
            "top_impact": f"{base}/scores/top_impact.parquet",
-           "area_chart": f"{base}/scores/area_chart.parquet"}
-    if any((t["model"], t["dataset"], t["layer"]) == (wildcards.model, wildcards.dataset, wildcards.layer)
-           for t in PURE["targets"]):
+           "area_chart": f"{base}/scores/area_chart.parquet",
+           "maps": f"{base}/activations/maps.parquet",  # the top images of each range
+           "root": dataset_root(wildcards)}
+    if _has_pure(wildcards):
         out["pure"] = f"{base}/pure/summary.parquet"
     return out
 
 
+def _has_pure(wildcards):
+    return any((t["model"], t["dataset"], t["layer"]) == (wildcards.model, wildcards.dataset, wildcards.layer)
+               for t in PURE["targets"])
+
+
+def unit_page_inputs(wildcards):
+    """The report a layer's unit pages show, and PURE's unit figures where PURE ran on the layer."""
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
+    files = {"units": "units.parquet", "scores": "scores.parquet", "figures": "units", "methods": "methods.png",
+             "scatter": "corr_vs_ablation.png", "top_impact": "top_impact_curve.png"}
+    out = {k: f"{base}/report/{name}" for k, name in files.items()}
+    if _has_pure(wildcards):
+        out["pure"] = f"{base}/pure/units"
+    return out
+
+
 def report_outputs():
-    return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/scores.json"
-            for t in LINEAR["targets"] for layer in t["layers"]]
+    return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/{name}"
+            for t in LINEAR["targets"] for layer in t["layers"] for name in ("scores.json", "pages")]
 
 
 def vlm_outputs():

@@ -1,4 +1,5 @@
-# The score report: every method of a layer on the same units, from the method tables.
+# The score report: every method of a layer on the same units, from the method tables,
+# and its static HTML pages (an index and one page per unit of `report.units`).
 
 
 rule score_report:
@@ -27,8 +28,31 @@ rule score_report:
         linear=lambda wc: report_names(wc)["linear"],
         simulators=LINEAR.get("simulate", {}).get("simulators"),
         units=(config.get("report") or {}).get("units", "0-3"),
+        reader=lambda wc: reader_kind(wc.dataset),
         code=code("score_report"),
     conda:
         "../envs/torch.yaml"
     script:
         "../scripts/score_report.py"
+
+
+rule unit_pages:
+    input:
+        unpack(unit_page_inputs),
+    output:
+        pages=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/pages"), patterns=["{name}.html"],
+                     caption="../report/unit_pages.rst", category="Report", subcategory="{model} {layer} unit pages"),
+    log:
+        f"logs/unit_pages/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/unit_pages/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        formulas=lambda wc: report_names(wc)["formulas"],
+        linear=lambda wc: report_names(wc)["linear"],
+        simulator=LINEAR.get("simulate", {}).get("simulators", [None])[0],
+        units=(config.get("report") or {}).get("units", "0-3"),
+        code=code("unit_pages"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/unit_pages.py"

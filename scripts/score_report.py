@@ -2,13 +2,22 @@
 import json
 import os
 
+from nexplain.activations import read_unit_maps
+from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
+from nexplain.parent_run import log_parent_artifacts
+from nexplain.range_figures import ranges_figure, top_figure
 from nexplain.report import metrics_json, summary_table, unit_table
 from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 from nexplain.runner import run_rule
 from nexplain.tables import read_table, write_table
 from nexplain.tracking import Outcome
 from nexplain.units import select_units
+
+
+def _alive(table, u) -> bool:
+    """The unit was explained (not dead, not outside the method's `explain.units`)."""
+    return bool((table.loc[table["unit"] == u, "status"] != "dead").any())
 
 
 def main(snakemake):
@@ -31,12 +40,21 @@ def main(snakemake):
     figures = [out.methods, out.scatter, out.top_impact]
     areas = read_table(inp.area_chart, "area chart table")
     os.makedirs(out.unit_figures, exist_ok=True)
+    paths = open_dataset(p.reader, inp.root).paths
     for u in select_units(p.units, int(areas["unit"].max()) + 1):
         area_chart(f"{out.unit_figures}/area_{u:04d}.png", areas[areas["unit"] == u], int(u))
         rows = {n: t.set_index("unit").loc[u] for n, t in linear.items()}
         live = {n: r for n, r in rows.items() if not r["dead"]}
         if live:
             linear_weights(f"{out.unit_figures}/le_{u:04d}.png", live, int(u))
+        ids, maps = read_unit_maps(inp.maps, int(u))
+        if "clustered" in formulas and _alive(formulas["clustered"], u):
+            ranges_figure(f"{out.unit_figures}/ranges_{u:04d}.png", formulas["clustered"], int(u), ids, maps, paths)
+        single = {n: t for n, t in formulas.items() if n != "clustered" and _alive(t, u)}
+        if single:
+            top_figure(f"{out.unit_figures}/top_{u:04d}.png", single, int(u), ids, maps, paths)
+    log_parent_artifacts(f"report/{w.model}/{w.dataset}/{w.layer}",
+                         [out.table, out.metrics, out.units, *figures, out.unit_figures])
     return Outcome(metrics=metrics, artifacts=[out.table, out.units, *figures])
 
 

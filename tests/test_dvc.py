@@ -64,7 +64,7 @@ def test_every_job_has_one_finished_child_run(repo):
                      "explain": 6, "merge_explanations": 3, "splits": 1, "label_matrix": 1, "linear": 2,
                      "simulate": 1, "top_impact": 1, "area_chart": 1, "captions": 1, "train_vlm": 1,
                      "vlm_embeddings": 1, "evaluate_vlm": 1, "vlm_matrix": 1, "relevance": 1, "pure": 1,
-                     "score_report": 1}
+                     "score_report": 1, "unit_pages": 1}
 
 
 def test_metrics_and_plots_come_from_the_score_files(repo):
@@ -130,5 +130,5 @@ def test_a_code_change_through_dvc_reruns_only_what_uses_it(repo):
     proc = dvc(wf, "repro")
     # the merged tables are rewritten, so the simulation that reads them reruns too
     assert _jobs(proc.stdout + proc.stderr) == {"explain": 6, "merge_explanations": 3, "simulate": 1,
-                                                "score_report": 1, "all": 1}
+                                                "score_report": 1, "unit_pages": 1, "all": 1}
     assert "Data and pipelines are up to date" in dvc(wf, "status").stdout

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from nexplain.errors import DataError
+from nexplain.range_figures import ranges_figure, top_figure, top_images
 from nexplain.report import metrics_json, summary_table, unit_table
 from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 
@@ -12,7 +14,7 @@ from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights
 def _formula(units, iou, status=None):
     n = len(units)
     return pd.DataFrame({"unit": units, "cluster": 0, "status": status or ["ok"] * n, "lo": 0.0, "hi": 1.0,
-                         "formula": [f"c{u}" for u in units], "length": [1] * n, "iou": iou,
+                         "n_cells": 10, "formula": [f"c{u}" for u in units], "length": [1] * n, "iou": iou,
                          "detection_accuracy": iou, "activation_coverage": 0.5, "sample_coverage": 0.25,
                          "explanation_coverage": 0.75})
 
@@ -86,3 +88,49 @@ def test_figures_are_valid_pngs(tables, tmp_path):
     first = (tmp_path / "m.png").read_bytes()
     method_bars(tmp_path / "m.png", table, "layer4")
     assert (tmp_path / "m.png").read_bytes() == first  # no timestamp: same bytes
+
+
+def _maps():
+    """Five images of one unit, 2x2 maps; image 3 repeats image 2's map (a tie broken by id)."""
+    ids = np.array([0, 1, 2, 3, 4], np.int32)
+    maps = np.array([[[1.5, 1.2], [1.9, 0.1]], [[1.1, 0.0], [0.0, 3.0]], [[0.0, 0.5], [0.2, 0.9]],
+                     [[0.0, 0.5], [0.2, 0.9]], [[0.0, 0.0], [0.0, 0.05]]], np.float32)
+    return ids, maps
+
+
+def test_top_images_per_range_rank_by_cells_in_range():
+    ids, maps = _maps()
+    assert top_images(ids, maps, 1.0, 2.0, 5).tolist() == [0, 1]           # 3 cells, then 1; others none
+    assert top_images(ids, maps, 0.0, 1.0, 5).tolist() == [2, 3, 0, 4]     # 3, 3 (tie: id), 1 (mean 0.1), 1 (0.05)
+    assert top_images(ids, maps, 2.0, 3.0, 5).tolist() == [1]              # (lo, hi]: 3.0 is in
+    assert top_images(ids, maps, 0.0, 1.0, 1).tolist() == [2]
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for i in range(10):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((8, 8, 3), 25 * i, np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_range_figures_are_pngs_and_bad_input_names_the_unit(tables, images, tmp_path):
+    formulas, *_ = tables
+    ids, maps = _maps()
+    ranges_figure(tmp_path / "r.png", formulas["clustered"], 0, ids, maps, images)
+    top_figure(tmp_path / "t.png", {"netdissect": formulas["netdissect"]}, 0, ids, maps, images)
+    for name in ("r", "t"):
+        with Image.open(tmp_path / f"{name}.png") as im:
+            im.verify()
+            assert im.format == "PNG"
+    first = (tmp_path / "r.png").read_bytes()
+    ranges_figure(tmp_path / "r.png", formulas["clustered"], 0, ids, maps, images)
+    assert (tmp_path / "r.png").read_bytes() == first
+    with pytest.raises(DataError, match=r"Clustered CoEx table has no columns \['n_cells'\]"):
+        ranges_figure(tmp_path / "x.png", formulas["clustered"].drop(columns="n_cells"), 0, ids, maps, images)
+    with pytest.raises(DataError, match="unit 3 is not in the Clustered CoEx table"):
+        ranges_figure(tmp_path / "x.png", formulas["clustered"], 3, ids, maps, images)
+    with pytest.raises(DataError, match="image id 3 is past the dataset's 3 images"):
+        ranges_figure(tmp_path / "x.png", formulas["clustered"], 0, ids, maps, images[:3])

@@ -9,6 +9,7 @@ from snakemake.iocontainers import Namedlist
 
 from nexplain import tracking
 from nexplain.hashing import content_hash
+from nexplain.parent_run import log_parent_artifacts
 from nexplain.tracking import Outcome, TrackingError
 
 
@@ -99,3 +100,28 @@ def test_the_parent_run_ends_with_the_workflow(tracked):
 def test_untracked_jobs_log_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv(tracking.ENV_URI, raising=False)
     assert tracking.log_job(_job(tmp_path), Outcome(), "FINISHED", 0.1) is None
+    assert log_parent_artifacts("report", [str(tmp_path / "job.log")]) is None
+
+
+def test_report_files_and_folders_go_to_the_parent_run(tracked):
+    job = _job(tracked.root, rule="score_report")
+    figures = tracked.root / "units"
+    (figures / "sub").mkdir(parents=True)
+    (figures / "area_0000.png").write_bytes(b"png")
+    (figures / "sub" / "x.png").write_bytes(b"png2")
+    (figures / ".snakemake_timestamp").touch()
+    parent = log_parent_artifacts("report/m/d/layer4", ["out.json", figures, "missing.bin"])
+    run_id = tracking.log_job(job, Outcome(artifacts=["out.json"]), "FINISHED", 0.5)
+    assert parent == tracked.env[tracking.ENV_PARENT]
+
+    def files(run, path=None):
+        out = []
+        for a in tracked.client.list_artifacts(run, path):
+            out += files(run, a.path) if a.is_dir else [a.path]
+        return sorted(out)
+
+    assert files(parent) == ["report/m/d/layer4/out.json", "report/m/d/layer4/units/area_0000.png",
+                             "report/m/d/layer4/units/sub/x.png"]
+    local = tracked.client.download_artifacts(parent, "report/m/d/layer4/units/sub/x.png", str(tracked.root / "dl"))
+    assert open(local, "rb").read() == b"png2"
+    assert files(run_id) == ["job.log", "out.json", "provenance.json"]  # the child run keeps its own

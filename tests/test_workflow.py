@@ -2,9 +2,12 @@
 
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from browser import check_page, needs_chromium, screenshot
 from workflow_copy import copy_workflow, digests, snakemake
 
 
@@ -19,7 +22,7 @@ def _scheduled(wf) -> dict[str, int]:
 
 EXPLAIN_JOBS = {"explain": 6, "merge_explanations": 3}  # 3 methods x 2 shards of layer4, then merges
 LINEAR_JOBS = {"linear": 2, "simulate": 1, "top_impact": 1, "area_chart": 1}  # layer4: LE(label), LE(world_siglip)
-LATE_JOBS = {"relevance": 1, "pure": 1, "score_report": 1}  # PURE of layer4, then the layer's report
+LATE_JOBS = {"relevance": 1, "pure": 1, "score_report": 1, "unit_pages": 1}  # PURE of layer4, the layer's report
 # tiny.yaml is merged over config.yaml here, so config.yaml's world_vit is trained too (not under DVC,
 # where tiny.yaml alone is the config)
 VLM_JOBS = {"captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1}
@@ -66,7 +69,8 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
         assert _scheduled(workflow) == {"train_model": 1, "model": 1, "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS,
                                         **LATE_JOBS, "all": 1}
         tiny.write_text(original.replace("k: 3,", "k: 4,"))  # one method's setting: its jobs only
-        assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 1, "score_report": 1, "all": 1}
+        assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 1, "score_report": 1,
+                                        "unit_pages": 1, "all": 1}
         tiny.write_text(original.replace("top: 10", "top: 12"))  # PURE's setting: PURE and the report only
         assert _scheduled(workflow) == {**LATE_JOBS, "all": 1}
     finally:
@@ -123,3 +127,64 @@ def test_a_tracking_server_that_does_not_answer_stops_before_any_job(workflow):
     assert proc.returncode != 0
     assert "MLflow tracking server http://127.0.0.1:9 does not answer" in proc.stderr
     assert concepts.stat().st_mtime_ns == before  # no job ran
+
+
+LAYER4 = "results/resnet18_world/world/layer4"
+
+
+def test_the_report_lands_in_the_parent_mlflow_run(workflow):
+    """Every file of the layer's report (tables, figures, pages) is an artifact of the invocation's parent run."""
+    from mlflow import MlflowClient
+
+    from nexplain.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri({}, workflow))
+    exp = client.get_experiment_by_name("nexplain")
+    runs = client.search_runs([exp.experiment_id], "tags.`nexplain.kind` = 'workflow'")
+    runs = [r for r in runs if r.data.tags["nexplain.workdir"] == str(workflow.resolve())]
+
+    def files(run_id, path=None):
+        out = []
+        for a in client.list_artifacts(run_id, path):
+            out += files(run_id, a.path) if a.is_dir else [a.path]
+        return out
+
+    logged = sorted(f for r in runs for f in files(r.info.run_id))
+    report = workflow / LAYER4 / "report"
+    on_disk = sorted(f"report/resnet18_world/world/layer4/{p.relative_to(report).as_posix()}" for p in report.rglob("*")
+                     if p.is_file() and not p.name.startswith("."))
+    assert logged == on_disk and len(on_disk) >= 12
+    assert "report/resnet18_world/world/layer4/units/ranges_0000.png" in logged
+
+
+@needs_chromium
+def test_the_report_and_a_unit_page_open_in_a_browser(workflow, tmp_path):
+    """`snakemake --report` on the tiny run, and a unit page, in headless Chromium: every image decodes,
+    the tables are there, and the unit page says what units.parquet says."""
+    html = tmp_path / "report.html"
+    snakemake(workflow, "--report", html)
+    shot = screenshot(html, tmp_path / "report.png", tmp_path)
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000) and np.asarray(im.convert("L")).std() > 5
+    sub = "resnet18_world layer4"
+    figures = sorted(p.name for p in (workflow / LAYER4 / "report/units").glob("*.png"))
+    assert {"area_0000.png", "le_0000.png", "ranges_0000.png", "top_0000.png"} <= set(figures)
+    info = check_page(html, tmp_path, ["Report", f"{sub} units", f"view:{LAYER4}/report/units/ranges_0000.png"])
+    assert info["steps"] == [True, True, True]
+    assert info["broken"] == [] and info["images"] == 2  # the logo and the figure viewed
+    assert info["tables"] == 1 and all(f"{LAYER4}/report/units/{name}" in info["text"] for name in figures)
+    info = check_page(html, tmp_path, ["Report", f"{sub} unit pages", f"view:{LAYER4}/report/pages/unit_0000.html"])
+    assert info["steps"] == [True, True, True] and info["frames"] == 1 and info["broken"] == []
+
+    page = workflow / LAYER4 / "report/pages/unit_0000.html"
+    info = check_page(page, tmp_path)
+    embedded = [p for p in (workflow / LAYER4 / "report/units").glob("*_0000.png")]
+    embedded += list((workflow / LAYER4 / "pure/units").glob("unit_0000.png"))
+    assert info["broken"] == [] and info["images"] == len(embedded) >= 4
+    assert info["tables"] == 3  # explanations, Clustered CoEx ranges, Top Impact
+    units = pq.read_table(workflow / LAYER4 / "report/units.parquet").to_pandas().set_index("unit")
+    for method in ("netdissect", "coex", "le_label", "le_world_siglip"):
+        assert units.loc[0, method] in info["text"]
+    screenshot(page, tmp_path / "unit.png", tmp_path)
+    with Image.open(tmp_path / "unit.png") as im:
+        assert np.asarray(im.convert("L")).std() > 5

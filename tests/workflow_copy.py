@@ -15,12 +15,12 @@ BIN = Path(sys.executable).parent  # snakemake and dvc of this environment
 
 
 def copy_workflow(wf: Path, dvc: bool = False) -> Path:
-    """Snakefile, rules, scripts, envs, concept_sets, src/nexplain and tiny.yaml; with `dvc`, also DVC's files
-    and tiny.yaml as config.yaml (dvc.yaml reads its params from there)."""
+    """Snakefile, rules, scripts, envs, concept_sets, report (captions), src/nexplain and tiny.yaml; with `dvc`,
+    also DVC's files and tiny.yaml as config.yaml (dvc.yaml reads its params from there)."""
     wf.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml") + ((".dvcignore", "dvc.yaml") if dvc else ()):
         shutil.copy(REPO / name, wf / name)
-    for name in ("rules", "scripts", "envs", "concept_sets") + ((".dvc",) if dvc else ()):
+    for name in ("rules", "scripts", "envs", "concept_sets", "report") + ((".dvc",) if dvc else ()):
         shutil.copytree(REPO / name, wf / name, ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     shutil.copytree(REPO / "src" / "nexplain", wf / "src" / "nexplain",
                     ignore=shutil.ignore_patterns("__pycache__"))
