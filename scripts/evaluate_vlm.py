@@ -2,12 +2,12 @@
 (a, b) fitted on the train split, stored beside the model."""
 import json
 
-import numpy as np
 import pandas as pd
 
 from nexplain.io import write_text
 from nexplain.models.load import load_clip
 from nexplain.runner import log, run_rule
+from nexplain.splits import split_masks
 from nexplain.tables import write_table
 from nexplain.tracking import Outcome
 from nexplain.vlm import cached_text_embeddings, fit_calibration, read_embeddings, text_embeddings, zero_shot_auc
@@ -22,9 +22,9 @@ def main(snakemake):
     labels, label_ids = presence[names].to_numpy(), presence["image_id"].to_numpy()
     txt = text_embeddings(model, tokenizer, names, p.template)
     splits = pd.read_parquet(inp.splits)
-    split_ids = {s: splits["image_id"][splits["split"] == s].to_numpy() for s in ("train", "test")}
-    cal = fit_calibration(ids, emb, names, txt, split_ids["train"], labels[np.isin(label_ids, split_ids["train"])], names)
-    table = zero_shot_auc(ids, emb, names, txt, split_ids["test"], labels[np.isin(label_ids, split_ids["test"])], names)
+    train, test = (split_masks(splits, label_ids)[s] for s in ("train", "test"))  # in label order
+    cal = fit_calibration(ids, emb, names, txt, label_ids[train], labels[train], names)
+    table = zero_shot_auc(ids, emb, names, txt, label_ids[test], labels[test], names)
     write_text(out.calibration, json.dumps({**cal, "template": p.template}, indent=2, sort_keys=True) + "\n")
     write_table(table, out.table, {"vlm": snakemake.wildcards.vlm, "split": "test", "template": p.template})
     scored = table.dropna(subset=["auc"])

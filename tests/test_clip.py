@@ -8,7 +8,8 @@ import torch
 
 from clip_fixture import register_tiny_clip
 from nexplain.errors import ConfigError
-from nexplain.models.clip import TrainSettings, _Texts, new_model, register_configs, save_checkpoint, train_clip
+from nexplain.models.clip import (TrainSettings, _Texts, dihedral, new_model, register_configs, save_checkpoint,
+                                  train_clip)
 from nexplain.models.load import load_clip
 from nexplain.vlm import concept_matrix, fit_calibration, text_embeddings, zero_shot_auc
 
@@ -120,3 +121,27 @@ def test_settings_reject_unknown_keys_and_losses():
         TrainSettings.from_config({"epoch": 3})
     with pytest.raises(ConfigError, match="valid choices are siglip, clip"):
         TrainSettings.from_config({"loss": "hinge"})
+    with pytest.raises(ConfigError, match="precision 'fp16': valid choices are fp32, bf16"):
+        TrainSettings.from_config({"precision": "fp16"})
+
+
+def test_dihedral_views_are_turns_and_mirrors_of_each_image():
+    x = torch.arange(6 * 3 * 4 * 4, dtype=torch.float32).reshape(6, 3, 4, 4)
+    out = dihedral(x, np.random.default_rng(0))
+    views = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    views += [v.flip(-1) for v in views]
+    seen = set()
+    for i in range(len(x)):
+        match = [j for j, v in enumerate(views) if torch.equal(out[i], v[i])]
+        assert len(match) == 1  # exactly one of the 8 views of image i, never another image
+        seen.add(match[0])
+    assert len(seen) > 1 and torch.equal(out, dihedral(x, np.random.default_rng(0)))
+
+
+def test_bf16_training_runs_and_lowers_the_loss(tiny):
+    images, table, names = _toy()
+    model, _ = new_model(tiny, 0)
+    settings = TrainSettings(epochs=12, batch_size=16, lr=3e-3, precision="bf16", seed=0)
+    model, losses = train_clip(model, tiny, images, table, names, settings, progress=False)
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 weights

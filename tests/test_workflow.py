@@ -1,5 +1,6 @@
 """End to end on the tiny config, then the incremental-recompute contract (workflow_copy.py)."""
 
+import os
 import re
 
 import numpy as np
@@ -47,6 +48,9 @@ def test_end_to_end_outputs(workflow):
         assert maps.metadata.num_rows == 60 * units
 
 
+@pytest.mark.skipif(not os.environ.get("NEXPLAIN_FULL_TESTS"),
+                    reason="a second whole tiny run (about 3.5 min, which CI's 15 minutes cannot hold): "
+                           "`NEXPLAIN_FULL_TESTS=1 make test` runs it")
 def test_a_rerun_from_scratch_gives_the_same_bytes(workflow, tmp_path):
     again = copy_workflow(tmp_path / "again")
     snakemake(again)

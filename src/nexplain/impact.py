@@ -91,7 +91,7 @@ def plot_top_impact(df: pd.DataFrame, betas, title: str, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nexplain.io import atomic_path
+    from nexplain.figures import save_png
 
     live = df[df["computed"] & ~df["dead"]]
     ti = live[[f"ti_{b}" for b in betas]].to_numpy()
@@ -105,6 +105,4 @@ def plot_top_impact(df: pd.DataFrame, betas, title: str, path) -> None:
            ylabel="share of total |impact|", ylim=(0, 1.02), title=f"Top Impact, {title}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})  # no timestamp or version
-    plt.close(fig)
+    save_png(fig, path)

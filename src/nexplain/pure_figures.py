@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nexplain.data.images import load_image
-from nexplain.io import atomic_path
+from nexplain.figures import save_png
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 
@@ -102,8 +102,4 @@ def summary_figure(path, table: pd.DataFrame, layer: str, reference: str) -> Non
 
 
 def _save(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path, dpi=90)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nexplain.io import atomic_path
+from nexplain.figures import save_png
 
 
 def _plt():
@@ -18,9 +18,7 @@ def _plt():
 
 
 def _save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-    _plt().close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def method_bars(path, table: pd.DataFrame, layer: str) -> None:

@@ -24,25 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from nexplain.errors import ConfigError
+from nexplain.models.clip_registry import register_configs
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).with_name("clip_configs")
 LOSSES = ("siglip", "clip")
-_registered = False
-
-
-def register_configs() -> list[str]:
-    """Make nexplain's model configs known to open_clip (once per process); their names."""
-    global _registered
-    import open_clip
-
-    if not _registered:
-        open_clip.add_model_config(CONFIG_DIR)
-        _registered = True
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -55,6 +45,7 @@ class TrainSettings:
     warmup: float = 0.1          # share of the steps with a linear warm-up, then cosine decay
     prompt_share: float = 0.5    # share of the texts that are single-concept prompts
     concept_texts: bool = True   # sigmoid loss: every step also scores each concept's name
+    precision: str = "fp32"      # bf16: the image tower runs under bfloat16 autocast (fast with AMX)
     seed: int = 0
 
     @classmethod
@@ -66,6 +57,8 @@ class TrainSettings:
         s = cls(**cfg)
         if s.loss not in LOSSES:
             raise ConfigError(f"VLM train.loss {s.loss!r}: valid choices are {', '.join(LOSSES)}")
+        if s.precision not in PRECISIONS:
+            raise ConfigError(f"VLM train.precision {s.precision!r}: valid choices are {', '.join(PRECISIONS)}")
         return s
 
 
@@ -127,6 +120,20 @@ class _Texts:
         return self.tokens[np.array(picks)], torch.from_numpy(np.where(targets, 1.0, -1.0).astype(np.float32))
 
 
+def dihedral(x: torch.Tensor, rng) -> torch.Tensor:
+    """Each square image turned by a random multiple of 90 degrees and mirrored half the time:
+    captions name no sides or orientations, so the 8 views share one text."""
+    turn, flip = rng.integers(0, 4, len(x)), rng.random(len(x)) < 0.5
+    out = x.clone()
+    for k in range(4):
+        for f in (False, True):
+            sel = torch.from_numpy(np.flatnonzero((turn == k) & (flip == f)))
+            if len(sel):
+                v = torch.rot90(x[sel], k, dims=(-2, -1))
+                out[sel] = v.flip(-1) if f else v
+    return out
+
+
 def _schedule(step: int, total: int, warmup: float) -> float:
     w = max(1, int(total * warmup))
     return (step + 1) / w if step < w else 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
@@ -156,13 +163,14 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=settings.lr)
+                             {"params": rest, "weight_decay": 0.0}], lr=settings.lr, fused=True)
     n, bs = len(images), min(settings.batch_size, len(images))
     steps_per_epoch = max(1, n // bs)
     total = settings.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, settings.warmup))
     rng = np.random.default_rng(settings.seed)
     losses = []
+    model.visual.to(memory_format=torch.channels_last)  # 1.4-1.8x faster CPU convolutions
     model.train()
     with tqdm(total=total, desc=f"train {name}", disable=not progress) as bar:
         for _ in range(settings.epochs):
@@ -170,10 +178,11 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
             for s in range(steps_per_epoch):
                 rows = order[s * bs:(s + 1) * bs]
                 x = images[rows]
-                flip = torch.from_numpy(rng.random(len(rows)) < 0.5)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # captions name no sides
+                x = dihedral(x, rng).contiguous(memory_format=torch.channels_last)
                 tokens, targets = texts.draw(rng, rows, settings.prompt_share)
-                img = model.encode_image(x, normalize=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                    img = model.encode_image(x)
+                img = F.normalize(img.float(), dim=-1)
                 txt = model.encode_text(tokens, normalize=True)
                 if siglip is not None:
                     if settings.concept_texts:  # zero-shot presence as a loss term: B x K more pairs

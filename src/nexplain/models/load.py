@@ -194,7 +194,7 @@ def load_clip(spec: dict):
 def _create_open_clip(spec: dict, text: bool):
     import open_clip  # heavy import, only when asked for
 
-    from nexplain.models.clip import register_configs
+    from nexplain.models.clip_registry import register_configs
 
     register_configs()  # nexplain's own architectures (the world's VLMs) are open_clip configs too
     name, pretrained = spec["name"], spec.get("pretrained")
