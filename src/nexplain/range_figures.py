@@ -14,8 +14,8 @@ import textwrap
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from nexplain.bitmaps import upsample
 from nexplain.data.images import load_image
 from nexplain.errors import DataError
 from nexplain.report_figures import _plt, _save
@@ -40,7 +40,7 @@ def top_images(image_ids: np.ndarray, maps: np.ndarray, lo: float, hi: float, n:
 
 def _thumbnail(path, unit_map: np.ndarray, lo: float, hi: float) -> np.ndarray:
     img = load_image(path)
-    up = np.asarray(Image.fromarray(unit_map.astype(np.float32), mode="F").resize(img.size, Image.BILINEAR))
+    up = upsample(unit_map[None], (img.height, img.width))[0]  # as the metrics upsample
     rgb = np.asarray(img, np.float32) / 255.0
     return np.where(in_range(up, lo, hi)[..., None], rgb, rgb * DIM)
 
