@@ -7,28 +7,13 @@ from collections import Counter
 import pytest
 from mlflow import MlflowClient
 
-from workflow_copy import BIN, copy_workflow, digests, run, snakemake
-
-GIT = ["git", "-c", "user.name=nexplain-test", "-c", "user.email=test@nexplain.invalid"]
-
-
-def dvc(wf, *args, **kw):
-    return run(wf, BIN / "dvc", *args, **kw)
-
-
-def _commit(wf, message):
-    run(wf, *GIT, "add", "-A")
-    run(wf, *GIT, "commit", "-q", "-m", message)
+from workflow_copy import commit, digests, dvc, run, snakemake
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """`dvc repro` once on a fresh git repo; its output kept for the tests."""
-    wf = copy_workflow(tmp_path_factory.mktemp("dvcwf") / "repo", dvc=True)
-    run(wf, "git", "init", "-q")
-    _commit(wf, "workflow")
-    proc = dvc(wf, "repro")
-    return wf, proc.stdout + proc.stderr
+def repo(tiny_run):
+    """`dvc repro` once on a fresh git repo (conftest's shared tiny run); its output kept for the tests."""
+    return tiny_run
 
 
 def test_dvc_status_is_clean_and_nothing_reruns_after_a_run(repo):
@@ -62,8 +47,8 @@ def test_every_job_has_one_finished_child_run(repo):
     rules = Counter(r.data.tags["nexplain.rule"] for r in children)
     assert rules == {"world": 1, "concepts": 1, "geometry": 1, "train_model": 1, "model": 1, "activations": 2,
                      "explain": 6, "merge_explanations": 3, "splits": 1, "label_matrix": 1, "linear": 2,
-                     "simulate": 1, "top_impact": 1, "area_chart": 1, "captions": 1, "train_vlm": 1,
-                     "vlm_embeddings": 1, "evaluate_vlm": 1, "vlm_matrix": 1, "relevance": 1, "pure": 1,
+                     "simulate": 1, "top_impact": 1, "area_chart": 1, "captions": 1, "train_vlm": 2,
+                     "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1, "relevance": 1, "pure": 1,
                      "score_report": 1, "unit_pages": 1}
 
 
@@ -81,7 +66,7 @@ def test_push_then_pull_into_a_fresh_clone_restores_the_same_bytes(repo, tmp_pat
     wf, _ = repo
     dvc(wf, "remote", "add", "-f", "-d", "test", str(tmp_path / "remote"))
     dvc(wf, "push")
-    _commit(wf, "results")
+    commit(wf, "results")
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(wf), str(clone))
     dvc(clone, "pull")
