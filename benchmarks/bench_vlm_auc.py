@@ -5,8 +5,8 @@ Usage: python benchmarks/bench_vlm_auc.py [--vlm world_siglip] [--arch NAME_OR_J
 
 Needs the default run's world, splits and captions. Trains with `train_clip` exactly as rule
 `train_vlm` does (config.yaml's settings, overridden by key=value), then scores zero-shot concept
-presence on the test split as rule `evaluate_vlm` does (one text per concept name, ROC AUC per
-concept), and prints one JSON line: the settings, training seconds, the mean AUC and the mean per
+presence on the test split with `evaluate_vlm`'s functions (the VLM's template over each concept
+name, the world's presence labels, ROC AUC per concept), and prints one JSON line: the settings, training seconds, the mean AUC and the mean per
 concept group. `--arch` takes another registered config or an open_clip model config JSON file.
 Decoded images are cached under benchmarks/.cache (the same for every arch at 112 px).
 """
@@ -19,23 +19,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
-from sklearn.metrics import roc_auc_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.models.clip import TrainSettings, new_model, preprocess_images, train_clip  # noqa: E402
+from nexplain.splits import split_masks  # noqa: E402
+from nexplain.vlm import text_embeddings, zero_shot_auc  # noqa: E402
 
 GROUPS = {"colours": "c_color.csv", "shapes": "c_object.csv", "scenes": "c_scene.csv", "textures": "c_texture.csv"}
-
-
-def _value(text: str):
-    return yaml.safe_load(text)  # 18 -> int, 0.002 -> float, bf16 -> str
 
 
 def main() -> None:
@@ -56,7 +52,7 @@ def main() -> None:
         open_clip.add_model_config(Path(arch).parent)
         arch = Path(arch).stem
     cfg = dict(spec["train"])
-    cfg.update({k: _value(v) for k, v in (o.split("=", 1) for o in args.overrides)})
+    cfg.update({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)})  # 18 -> int
     dataset = cfg.pop("dataset")
     settings = TrainSettings.from_config(cfg)
 
@@ -84,22 +80,20 @@ def main() -> None:
     seconds = time.perf_counter() - t0
 
     test_ids, test_x = x["test"]
-    tokenizer = open_clip.get_tokenizer(arch)
     with torch.no_grad():
         img = torch.cat([model.encode_image(test_x[i:i + 128], normalize=True) for i in range(0, len(test_x), 128)])
-        txt = model.encode_text(tokenizer([c.replace("_", " ") for c in concepts]), normalize=True)
-    scores = (img @ txt.T).numpy()
-    present = captions.loc[test_ids]["concepts"]
-    auc = {}
-    for j, c in enumerate(concepts):
-        y = np.array([c in row for row in present])
-        if 0 < y.sum() < len(y):
-            auc[c] = roc_auc_score(y, scores[:, j])
+    presence = pd.read_parquet(res / dataset / "concepts" / "presence.parquet")
+    names = [c for c in presence.columns if c != "image_id"]
+    txt = text_embeddings(model, open_clip.get_tokenizer(arch), names, spec["template"])
+    test = split_masks(splits, presence["image_id"].to_numpy())["test"]
+    table = zero_shot_auc(test_ids, img.float().numpy(), names, txt, presence["image_id"].to_numpy()[test],
+                          presence[names].to_numpy()[test], names)
+    auc = table.dropna(subset=["auc"]).set_index("concept")["auc"]
     root = res / "datasets" / dataset
-    groups = {g: float(np.mean([auc[c] for c in pd.read_csv(root / f)["name"] if c in auc]))
+    groups = {g: float(auc[auc.index.isin(pd.read_csv(root / f)["name"])].mean())
               for g, f in GROUPS.items() if (root / f).exists()}
     print(json.dumps({"vlm": args.vlm, "arch": arch, "settings": cfg, "threads": args.threads, "steps": len(losses),
-                      "train_s": round(seconds, 1), "mean_auc": round(float(np.mean(list(auc.values()))), 4),
+                      "train_s": round(seconds, 1), "mean_auc": round(float(auc.mean()), 4),
                       **{g: round(v, 3) for g, v in groups.items()}}), flush=True)
 
 
