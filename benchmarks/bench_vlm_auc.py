@@ -1,7 +1,7 @@
 """Zero-shot AUC of a world VLM against its training settings: train, then score the test split.
 
 Usage: python benchmarks/bench_vlm_auc.py [--vlm world_siglip] [--arch NAME_OR_JSON] [--threads 1]
-                                          [key=value ...]   (train settings over config.yaml's)
+                                          [--device cpu] [key=value ...]   (train settings over config.yaml's)
 
 Needs the default run's world, splits and captions. Trains with `train_clip` exactly as rule
 `train_vlm` does (config.yaml's settings, overridden by key=value), then scores zero-shot concept
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--vlm", default="world_siglip")
     ap.add_argument("--arch", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (a search on a GPU; CPU seconds differ)")
     ap.add_argument("overrides", nargs="*", help="train settings, key=value")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,13 +76,21 @@ def main() -> None:
     table = captions.loc[train_ids].reset_index()
     concepts = sorted({c for row in table["concepts"] for c in row})
 
+    crops = None
+    if settings.crops:
+        from nexplain.crops import training_crops
+
+        crops = training_crops("broden", res / "datasets" / dataset, train_ids, size, settings.crop_size)
     t0 = time.perf_counter()
-    model, losses = train_clip(model, arch, train_x, table, concepts, settings, progress=False)
+    model, losses = train_clip(model, arch, train_x, table, concepts, settings, progress=False, device=args.device,
+                               crops=crops)
     seconds = time.perf_counter() - t0
 
     test_ids, test_x = x["test"]
     with torch.no_grad():
-        img = torch.cat([model.encode_image(test_x[i:i + 128], normalize=True) for i in range(0, len(test_x), 128)])
+        img = torch.cat([model.encode_image(test_x[i:i + 128].to(args.device), normalize=True).cpu()
+                         for i in range(0, len(test_x), 128)])
+    model.cpu()
     presence = pd.read_parquet(res / dataset / "concepts" / "presence.parquet")
     names = [c for c in presence.columns if c != "image_id"]
     txt = text_embeddings(model, open_clip.get_tokenizer(arch), names, spec["template"])
@@ -92,7 +101,8 @@ def main() -> None:
     root = res / "datasets" / dataset
     groups = {g: float(auc[auc.index.isin(pd.read_csv(root / f)["name"])].mean())
               for g, f in GROUPS.items() if (root / f).exists()}
-    print(json.dumps({"vlm": args.vlm, "arch": arch, "settings": cfg, "threads": args.threads, "steps": len(losses),
+    print(json.dumps({"vlm": args.vlm, "arch": arch, "settings": cfg, "threads": args.threads,
+                      "device": args.device, "steps": len(losses),
                       "train_s": round(seconds, 1), "mean_auc": round(float(auc.mean()), 4),
                       **{g: round(v, 3) for g, v in groups.items()}}), flush=True)
 

@@ -8,8 +8,8 @@ import torch
 
 from clip_fixture import register_tiny_clip
 from nexplain.errors import ConfigError
-from nexplain.models.clip import (TrainSettings, _Texts, dihedral, new_model, register_configs, save_checkpoint,
-                                  train_clip)
+from nexplain.models.clip import (TrainSettings, _Texts, dihedral, encode_text, new_model, register_configs,
+                                  save_checkpoint, train_clip)
 from nexplain.models.load import load_clip
 from nexplain.vlm import concept_matrix, fit_calibration, text_embeddings, zero_shot_auc
 
@@ -111,7 +111,7 @@ def test_checkpoint_loads_through_the_pretrained_path_with_identical_embeddings(
 
 def test_shipped_configs_are_registered_and_build():
     names = register_configs()
-    assert names == ["nexplain-world-rn", "nexplain-world-vit"]
+    assert names == ["nexplain-world-cnn", "nexplain-world-rn", "nexplain-world-vit"]
     for name in names:
         assert open_clip.get_model_config(name)["text_cfg"]["vocab_size"] == 49408  # the bundled tokenizer
 
@@ -123,6 +123,8 @@ def test_settings_reject_unknown_keys_and_losses():
         TrainSettings.from_config({"loss": "hinge"})
     with pytest.raises(ConfigError, match="precision 'fp16': valid choices are fp32, bf16"):
         TrainSettings.from_config({"precision": "fp16"})
+    with pytest.raises(ConfigError, match="crops needs loss: siglip with concept_texts: true"):
+        TrainSettings.from_config({"crops": 8, "loss": "clip"})
 
 
 def test_dihedral_views_are_turns_and_mirrors_of_each_image():
@@ -145,3 +147,43 @@ def test_bf16_training_runs_and_lowers_the_loss(tiny):
     model, losses = train_clip(model, tiny, images, table, names, settings, progress=False)
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 weights
+
+
+def _toy_crops(table, size):
+    """One crop per toy image, at its centre, naming the image's colour."""
+    return pd.DataFrame({"row": np.arange(len(table)), "cy": 16.0, "cx": 16.0, "concepts": table["concepts"]})
+
+
+def test_crop_training_draws_jittered_crops_and_lowers_the_loss():
+    images, table, names = _toy()
+    model, _ = new_model("nexplain-world-cnn", 0)
+    small = torch.nn.functional.interpolate(images, size=112)  # the world CNN's input size
+    crops = pd.DataFrame({"row": np.arange(len(table)), "cy": 56.0, "cx": 56.0, "concepts": table["concepts"]})
+    settings = TrainSettings(epochs=8, batch_size=16, lr=3e-3, crops=8, crop_size=48, seed=0)
+    model, losses = train_clip(model, "nexplain-world-cnn", small, table, names, settings, progress=False,
+                               crops=crops)
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    again, losses2 = train_clip(new_model("nexplain-world-cnn", 0)[0], "nexplain-world-cnn", small, table, names,
+                                settings, progress=False, crops=crops)
+    assert losses2 == losses  # crops are seeded too
+
+
+def test_crops_need_crops_and_a_size_agnostic_tower(tiny):
+    images, table, names = _toy(16)
+    settings = TrainSettings(epochs=1, batch_size=8, crops=4, crop_size=16)
+    with pytest.raises(ConfigError, match="no object crops were given"):
+        train_clip(new_model(tiny, 0)[0], tiny, images, table, names, settings, progress=False)
+    with pytest.raises(ConfigError, match="does not take 16 px crops"):  # the tiny ViT's fixed 4 x 4 patches
+        train_clip(new_model(tiny, 0)[0], tiny, images, table, names, settings, progress=False,
+                   crops=_toy_crops(table, 16))
+
+
+@pytest.mark.parametrize("name", ["nexplain-world-cnn", "nexplain-world-vit"])
+def test_text_encoding_up_to_the_longest_text_equals_open_clips(name):
+    model, _ = new_model(name, 2)
+    tokens = open_clip.get_tokenizer(name)(["red", "a striped star", "a photo of a red circle and a blue cross on sand"])
+    with torch.no_grad():
+        short = encode_text(model, tokens[:2])  # 4 of 32 positions
+        assert torch.allclose(short, model.encode_text(tokens[:2], normalize=True), atol=1e-6)
+        assert torch.allclose(encode_text(model, tokens), model.encode_text(tokens, normalize=True), atol=1e-6)
+        assert not torch.allclose(short[0], short[1], atol=1e-3)  # the texts differ, so does the check

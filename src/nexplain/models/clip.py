@@ -11,7 +11,10 @@ concept, not only for its own image: otherwise the loss would push "red" away fr
 other red image and zero-shot presence would suffer. Each step also scores every concept's
 bare name against every image of the batch (`concept_texts`): the sigmoid loss over those
 pairs is exactly zero-shot presence on the train split, which captions alone teach slowly
-for shapes and textures.
+for shapes and textures. With `crops`, each step also scores object crops (`nexplain.crops`)
+against the concept names: a crop says which shape, colour and texture one thing has, where a
+whole image only says they are somewhere among up to four things, and a size-agnostic tower
+(`nexplain-world-cnn`) learns shapes and textures several times faster from them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class TrainSettings:
     prompt_share: float = 0.5    # share of the texts that are single-concept prompts
     concept_texts: bool = True   # sigmoid loss: every step also scores each concept's name
     precision: str = "fp32"      # bf16: the image tower runs under bfloat16 autocast (fast with AMX)
+    crops: int = 0               # object crops per step (sigmoid loss, size-agnostic image tower)
+    crop_size: int = 48          # their side, in input pixels
+    train_token_embedding: bool = True  # false: keep its random init (6.3 M fewer weights per step)
     seed: int = 0
 
     @classmethod
@@ -59,6 +65,9 @@ class TrainSettings:
             raise ConfigError(f"VLM train.loss {s.loss!r}: valid choices are {', '.join(LOSSES)}")
         if s.precision not in PRECISIONS:
             raise ConfigError(f"VLM train.precision {s.precision!r}: valid choices are {', '.join(PRECISIONS)}")
+        if s.crops and not (s.loss == "siglip" and s.concept_texts):
+            raise ConfigError("VLM train.crops needs loss: siglip with concept_texts: true "
+                              "(a crop is scored against the concept names)")
         return s
 
 
@@ -100,9 +109,10 @@ class _Texts:
         self.varying = np.flatnonzero(self.present.any(axis=0) & ~self.present.all(axis=0))
         self.concept_tokens = tokenizer([concept_names[j].replace("_", " ") for j in self.varying])
 
-    def concept_targets(self, rows: np.ndarray) -> torch.Tensor:
-        """(B, K) +1/-1: image rows[i] holds varying concept k."""
-        return torch.from_numpy(np.where(self.present[rows][:, self.varying], 1.0, -1.0).astype(np.float32))
+    def concept_targets(self, rows: np.ndarray, present: np.ndarray | None = None) -> torch.Tensor:
+        """(B, K) +1/-1: image rows[i] (or row i of `present`) holds varying concept k."""
+        held = self.present[rows] if present is None else present[rows]
+        return torch.from_numpy(np.where(held[:, self.varying], 1.0, -1.0).astype(np.float32))
 
     def draw(self, rng, rows: np.ndarray, prompt_share: float):
         """(token ids (B, L), targets (B, B) +1/-1): text i belongs to image rows[i]."""
@@ -120,6 +130,29 @@ class _Texts:
         return self.tokens[np.array(picks)], torch.from_numpy(np.where(targets, 1.0, -1.0).astype(np.float32))
 
 
+class _Crops:
+    """Object crops (`nexplain.crops.object_crops` rows): draws a jittered, turned batch."""
+
+    def __init__(self, crops: pd.DataFrame, concept_names: list[str], size: int):
+        col = {c: j for j, c in enumerate(concept_names)}
+        self.row = crops["row"].to_numpy()
+        self.centre = crops[["cy", "cx"]].to_numpy()
+        self.present = np.zeros((len(crops), len(concept_names)), bool)
+        for i, names in enumerate(crops["concepts"]):
+            self.present[i, [col[c] for c in names if c in col]] = True
+        self.size = size
+
+    def draw(self, rng, images: torch.Tensor, n: int) -> tuple[torch.Tensor, np.ndarray]:
+        """(n crops (n, 3, size, size), their rows in this table)."""
+        pick = rng.integers(0, len(self.row), n)
+        side, half = images.shape[-1], self.size / 2
+        jitter = rng.integers(-(self.size // 12), self.size // 12 + 1, (n, 2))
+        top_left = np.clip(np.round(self.centre[pick] - half) + jitter, 0, side - self.size).astype(int)
+        batch = torch.stack([images[r, :, y:y + self.size, x:x + self.size]
+                             for r, (y, x) in zip(self.row[pick], top_left)])
+        return batch, pick
+
+
 def dihedral(x: torch.Tensor, rng) -> torch.Tensor:
     """Each square image turned by a random multiple of 90 degrees and mirrored half the time:
     captions name no sides or orientations, so the 8 views share one text."""
@@ -127,11 +160,30 @@ def dihedral(x: torch.Tensor, rng) -> torch.Tensor:
     out = x.clone()
     for k in range(4):
         for f in (False, True):
-            sel = torch.from_numpy(np.flatnonzero((turn == k) & (flip == f)))
+            sel = torch.from_numpy(np.flatnonzero((turn == k) & (flip == f))).to(x.device)
             if len(sel):
                 v = torch.rot90(x[sel], k, dims=(-2, -1))
                 out[sel] = v.flip(-1) if f else v
     return out
+
+
+def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
+    """model.encode_text(tokens, normalize=True), run only up to the batch's longest text.
+
+    Exact for open_clip's causal text tower with end-of-text pooling: no position attends
+    to a later one, so padding past every text's end never reaches a pooled token. Concept
+    names are 3-4 tokens of a 32-token context, so this is most of the text tower's time."""
+    from open_clip.transformer import text_global_pool
+
+    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.any() else tokens.shape[1]
+    if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "attn_mask"):
+        return model.encode_text(tokens, normalize=True)  # not a plain causal CLIP text tower
+    tokens = tokens[:, :used]
+    x = model.token_embedding(tokens) + model.positional_embedding[:used]
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:used, :used]))
+    x = text_global_pool(x, tokens, model.text_pool_type)
+    x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return F.normalize(x, dim=-1)
 
 
 def _schedule(step: int, total: int, warmup: float) -> float:
@@ -150,16 +202,26 @@ def new_model(name: str, seed: int):
 
 
 def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, concept_names: list[str],
-               settings: TrainSettings, progress: bool = True):
+               settings: TrainSettings, progress: bool = True, device: str = "cpu",
+               crops: pd.DataFrame | None = None):
     """Train `model` (open_clip model `name`) on `images` (N, 3, S, S), preprocessed as the
-    model expects, with the caption `table` rows in the same order; returns (model in eval
-    mode, per-step losses)."""
+    model expects, with the caption `table` rows in the same order, on `device` (the images
+    stay where they are; each batch moves); returns (model in eval mode, per-step losses).
+
+    With `settings.crops`, each step also scores that many object crops (`crops`: rows of
+    `nexplain.crops.object_crops` over the same images) against the concept names."""
     import open_clip
     from open_clip.loss import ClipLoss
 
+    device = torch.device(device)
+    model.to(device)
     texts = _Texts(table, open_clip.get_tokenizer(name), concept_names)
+    concept_tokens = texts.concept_tokens.to(device)
+    crop_table = _crop_table(model, crops, concept_names, settings, device)
     siglip = _PositivesSigLip() if settings.loss == "siglip" else None
     clip_loss = ClipLoss() if settings.loss == "clip" else None
+    if hasattr(model, "token_embedding"):  # open_clip's own text tower
+        model.token_embedding.weight.requires_grad_(settings.train_token_embedding)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
@@ -177,18 +239,25 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
             order = rng.permutation(n)
             for s in range(steps_per_epoch):
                 rows = order[s * bs:(s + 1) * bs]
-                x = images[rows]
-                x = dihedral(x, rng).contiguous(memory_format=torch.channels_last)
-                tokens, targets = texts.draw(rng, rows, settings.prompt_share)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                x = dihedral(images[rows].to(device), rng).contiguous(memory_format=torch.channels_last)
+                tokens, targets = (t.to(device) for t in texts.draw(rng, rows, settings.prompt_share))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
                     img = model.encode_image(x)
                 img = F.normalize(img.float(), dim=-1)
-                txt = model.encode_text(tokens, normalize=True)
+                txt = encode_text(model, tokens)
                 if siglip is not None:
                     if settings.concept_texts:  # zero-shot presence as a loss term: B x K more pairs
-                        txt = torch.cat([txt, model.encode_text(texts.concept_tokens, normalize=True)])
-                        targets = torch.cat([targets, texts.concept_targets(rows)], dim=1)
+                        names = encode_text(model, concept_tokens)
+                        txt = torch.cat([txt, names])
+                        targets = torch.cat([targets, texts.concept_targets(rows).to(device)], dim=1)
                     loss = siglip(img, txt, model, targets)
+                    if crop_table is not None:  # each crop against the concept names
+                        xc, pick = crop_table.draw(rng, images, settings.crops)
+                        xc = dihedral(xc.to(device), rng).contiguous(memory_format=torch.channels_last)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                            cimg = model.encode_image(xc)
+                        ctarget = texts.concept_targets(pick, crop_table.present).to(device)
+                        loss = loss + siglip(F.normalize(cimg.float(), dim=-1), names, model, ctarget)
                 else:
                     loss = clip_loss(img, txt, model.logit_scale.exp())
                 opt.zero_grad(set_to_none=True)
@@ -199,6 +268,22 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 bar.update()
     return model.eval(), losses
+
+
+def _crop_table(model, crops, concept_names, settings, device) -> _Crops | None:
+    """The crops to draw from, after checking the image tower takes crop-sized inputs."""
+    if not settings.crops:
+        return None
+    if crops is None or not len(crops):
+        raise ConfigError("VLM train.crops is set but no object crops were given (the dataset needs pixel labels)")
+    table = _Crops(crops, concept_names, settings.crop_size)
+    try:
+        with torch.no_grad():
+            model.encode_image(torch.zeros(1, 3, settings.crop_size, settings.crop_size, device=device))
+    except RuntimeError as e:
+        raise ConfigError(f"VLM train.crops: the image tower does not take {settings.crop_size} px crops "
+                          f"(use a size-agnostic tower such as nexplain-world-cnn): {e}") from None
+    return table
 
 
 def save_checkpoint(model, path) -> None:

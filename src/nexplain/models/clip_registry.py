@@ -13,11 +13,15 @@ _registered = False
 
 
 def register_configs() -> list[str]:
-    """Make nexplain's model configs known to open_clip (once per process); their names."""
+    """Make nexplain's model configs, and the timm tower some of them use, known to open_clip
+    (once per process); their names."""
     global _registered
     import open_clip
 
+    from nexplain.models import world_cnn
+
     if not _registered:
+        world_cnn.register()
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
