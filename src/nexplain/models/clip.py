@@ -175,9 +175,9 @@ def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
     names are 3-4 tokens of a 32-token context, so this is most of the text tower's time."""
     from open_clip.transformer import text_global_pool
 
-    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.any() else tokens.shape[1]
     if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "attn_mask"):
         return model.encode_text(tokens, normalize=True)  # not a plain causal CLIP text tower
+    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.any() else tokens.shape[1]
     tokens = tokens[:, :used]
     x = model.token_embedding(tokens) + model.positional_embedding[:used]
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:used, :used]))
@@ -277,12 +277,16 @@ def _crop_table(model, crops, concept_names, settings, device) -> _Crops | None:
     if crops is None or not len(crops):
         raise ConfigError("VLM train.crops is set but no object crops were given (the dataset needs pixel labels)")
     table = _Crops(crops, concept_names, settings.crop_size)
+    training = model.training
+    model.eval()  # the probe must not move BatchNorm statistics
     try:
         with torch.no_grad():
             model.encode_image(torch.zeros(1, 3, settings.crop_size, settings.crop_size, device=device))
     except RuntimeError as e:
         raise ConfigError(f"VLM train.crops: the image tower does not take {settings.crop_size} px crops "
                           f"(use a size-agnostic tower such as nexplain-world-cnn): {e}") from None
+    finally:
+        model.train(training)
     return table
 
 
