@@ -149,16 +149,16 @@ def test_bf16_training_runs_and_lowers_the_loss(tiny):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 weights
 
 
-def _toy_crops(table, size):
-    """One crop per toy image, at its centre, naming the image's colour."""
-    return pd.DataFrame({"row": np.arange(len(table)), "cy": 16.0, "cx": 16.0, "concepts": table["concepts"]})
+def _toy_crops(table, centre):
+    """One crop per toy image, centred at (centre, centre), naming the image's colour."""
+    return pd.DataFrame({"row": np.arange(len(table)), "cy": centre, "cx": centre, "concepts": table["concepts"]})
 
 
 def test_crop_training_draws_jittered_crops_and_lowers_the_loss():
     images, table, names = _toy()
     model, _ = new_model("nexplain-world-cnn", 0)
     small = torch.nn.functional.interpolate(images, size=112)  # the world CNN's input size
-    crops = pd.DataFrame({"row": np.arange(len(table)), "cy": 56.0, "cx": 56.0, "concepts": table["concepts"]})
+    crops = _toy_crops(table, 56.0)
     settings = TrainSettings(epochs=8, batch_size=16, lr=3e-3, crops=8, crop_size=48, seed=0)
     model, losses = train_clip(model, "nexplain-world-cnn", small, table, names, settings, progress=False,
                                crops=crops)
@@ -175,7 +175,7 @@ def test_crops_need_crops_and_a_size_agnostic_tower(tiny):
         train_clip(new_model(tiny, 0)[0], tiny, images, table, names, settings, progress=False)
     with pytest.raises(ConfigError, match="does not take 16 px crops"):  # the tiny ViT's fixed 4 x 4 patches
         train_clip(new_model(tiny, 0)[0], tiny, images, table, names, settings, progress=False,
-                   crops=_toy_crops(table, 16))
+                   crops=_toy_crops(table, 16.0))
 
 
 @pytest.mark.parametrize("name", ["nexplain-world-cnn", "nexplain-world-vit"])
