@@ -20,6 +20,10 @@ include: "rules/report.smk"
 include: "rules/tracking.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     input:
         all_outputs(),

@@ -15,13 +15,15 @@ rule activations:
         f"logs/benchmarks/activations/{{model}}/{{dataset}}/{{layer}}.tsv"
     params:
         reader=lambda wc: reader_kind(wc.dataset),
-        batch_size=EXTRACT["batch_size"],
+        compute=compute("activations"),
         reduce=EXTRACT["reduce"],
         units_per_row_group=EXTRACT["units_per_row_group"],
         max_row_group_mb=EXTRACT["max_row_group_mb"],
         threads=config["threads"],
         code=code("activations"),
     threads: config["threads"]
+    resources:
+        **rule_resources("activations"),
     conda:
         "../envs/torch.yaml"
     script:

@@ -9,6 +9,7 @@ SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))  # the workflow's own package copy, for validation and code versions
 
 from nexplain.codeversion import code_version
+from nexplain.compute import STAGES, stage_settings
 from nexplain.config import BRODEN_KINDS, validate_config
 from nexplain.errors import ConfigError
 
@@ -25,6 +26,8 @@ EXPLAIN = config.get("explain") or {"targets": []}
 LINEAR = config.get("linear") or {"targets": []}
 VLMS = config.get("vlms") or {}
 PURE = config.get("pure") or {"targets": []}
+COMPUTE = config.get("compute") or {}
+RESOURCES = config.get("resources") or {}
 
 
 def _one_of(names):
@@ -46,6 +49,19 @@ wildcard_constraints:
 def code(script):
     """Hash of a script and the package code it imports: a `params:` entry, so edits rerun the rule."""
     return code_version(Path(workflow.basedir) / "scripts" / f"{script}.py", SRC)
+
+
+def compute(stage):
+    """A torch stage's device, batch size and autocast (`compute:`): a `params:` entry, as they shape results."""
+    return stage_settings(COMPUTE, stage)
+
+
+def rule_resources(rule):
+    """What a job of `rule` asks of a scheduler (`resources:`), plus a GPU where its stage runs on cuda."""
+    out = {**(RESOURCES.get("default") or {}), **(RESOURCES.get("rules") or {}).get(rule, {})}
+    if rule in STAGES and "gpu" not in out and compute(rule)["device"].startswith("cuda"):
+        out["gpu"] = 1
+    return out
 
 
 def root_of(dataset):

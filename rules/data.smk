@@ -11,6 +11,9 @@ rule world:
     params:
         generate=lambda wc: DATASETS[wc.dataset]["generate"],
         code=code("world"),
+    threads: 1
+    resources:
+        **rule_resources("world"),
     conda:
         "../envs/core.yaml"
     script:
@@ -28,6 +31,9 @@ rule concepts:
         f"logs/benchmarks/concepts/{{dataset}}.tsv"
     params:
         code=code("concepts"),
+    threads: 1
+    resources:
+        **rule_resources("concepts"),
     conda:
         "../envs/core.yaml"
     script:

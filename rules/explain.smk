@@ -13,6 +13,9 @@ rule geometry:
         f"logs/benchmarks/geometry/{{dataset}}.tsv"
     params:
         code=code("geometry"),
+    threads: 1
+    resources:
+        **rule_resources("geometry"),
     conda:
         "../envs/core.yaml"
     script:
@@ -38,6 +41,8 @@ rule explain:
         threads=config["threads"],
         code=code("explain"),
     threads: config["threads"]
+    resources:
+        **rule_resources("explain"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -59,6 +64,9 @@ rule merge_explanations:
     params:
         settings=lambda wc: method_settings(wc.method),
         code=code("merge_explanations"),
+    threads: 1
+    resources:
+        **rule_resources("merge_explanations"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -84,8 +92,11 @@ rule label_masking:
         strict=lambda wc: wc.method == "clustered" and EXPLAIN["clustered"]["ranges"] == "strict",
         reader=lambda wc: reader_kind(wc.dataset),
         threads=config["threads"],
+        compute=compute("label_masking"),
         code=code("label_masking"),
     threads: config["threads"]
+    resources:
+        **rule_resources("label_masking"),
     conda:
         "../envs/torch.yaml"
     script:

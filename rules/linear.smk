@@ -15,6 +15,9 @@ rule splits:
     params:
         split=LINEAR.get("split"),
         code=code("splits"),
+    threads: 1
+    resources:
+        **rule_resources("splits"),
     conda:
         "../envs/core.yaml"
     script:
@@ -35,6 +38,9 @@ rule label_matrix:
         reader=lambda wc: reader_kind(wc.dataset),
         superclasses=lambda wc: DATASETS[wc.dataset].get("superclasses", {}),
         code=code("label_matrix"),
+    threads: 1
+    resources:
+        **rule_resources("label_matrix"),
     conda:
         "../envs/core.yaml"
     script:
@@ -58,6 +64,8 @@ rule linear:
         threads=config["threads"],
         code=code("linear"),
     threads: config["threads"]
+    resources:
+        **rule_resources("linear"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -86,8 +94,11 @@ rule simulate:
         explainers=lambda wc: list(simulated_explanations(wc)),
         reader=lambda wc: reader_kind(wc.dataset),
         threads=config["threads"],
+        compute=compute("simulate"),
         code=code("simulate"),
     threads: config["threads"]
+    resources:
+        **rule_resources("simulate"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -114,8 +125,11 @@ rule top_impact:
         replay=LINEAR.get("simulate", {}).get("replay"),
         reader=lambda wc: reader_kind(wc.dataset),
         threads=config["threads"],
+        compute=compute("top_impact"),
         code=code("top_impact"),
     threads: config["threads"]
+    resources:
+        **rule_resources("top_impact"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -135,6 +149,9 @@ rule area_chart:
     params:
         buckets=LINEAR.get("area_chart", {}).get("buckets"),
         code=code("area_chart"),
+    threads: 1
+    resources:
+        **rule_resources("area_chart"),
     conda:
         "../envs/torch.yaml"
     script:

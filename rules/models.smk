@@ -18,8 +18,11 @@ rule train_model:
         train=lambda wc: MODELS[wc.model]["train"],
         reader=lambda wc: reader_kind(MODELS[wc.model]["train"]["dataset"]),
         threads=config["threads"],
+        compute=compute("train_model"),
         code=code("train_model"),
     threads: config["threads"]
+    resources:
+        **rule_resources("train_model"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -38,6 +41,9 @@ rule model:
     params:
         spec=lambda wc: MODELS[wc.model],
         code=code("model"),
+    threads: 1
+    resources:
+        **rule_resources("model"),
     conda:
         "../envs/torch.yaml"
     script:

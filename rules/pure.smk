@@ -19,8 +19,11 @@ rule relevance:
         earlier=lambda wc: pure_target(wc)["earlier"],
         reader=lambda wc: reader_kind(wc.dataset),
         threads=config["threads"],
+        compute=compute("relevance"),
         code=code("relevance"),
     threads: config["threads"]
+    resources:
+        **rule_resources("relevance"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -54,6 +57,9 @@ rule pure:
         ceiling=PURE.get("ceiling"),
         reader=lambda wc: reader_kind(wc.dataset),
         code=code("pure"),
+    threads: 1
+    resources:
+        **rule_resources("pure"),
     conda:
         "../envs/torch.yaml"
     script:

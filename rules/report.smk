@@ -30,6 +30,9 @@ rule score_report:
         units=(config.get("report") or {}).get("units", "0-3"),
         reader=lambda wc: reader_kind(wc.dataset),
         code=code("score_report"),
+    threads: 1
+    resources:
+        **rule_resources("score_report"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -52,6 +55,9 @@ rule unit_pages:
         simulator=LINEAR.get("simulate", {}).get("simulators", [None])[0],
         units=(config.get("report") or {}).get("units", "0-3"),
         code=code("unit_pages"),
+    threads: 1
+    resources:
+        **rule_resources("unit_pages"),
     conda:
         "../envs/core.yaml"
     script:

@@ -16,6 +16,9 @@ rule captions:
     params:
         captions=config.get("captions"),
         code=code("captions"),
+    threads: 1
+    resources:
+        **rule_resources("captions"),
     conda:
         "../envs/core.yaml"
     script:
@@ -39,8 +42,11 @@ rule train_vlm:
         train=lambda wc: VLMS[wc.vlm]["train"],
         reader=lambda wc: reader_kind(VLMS[wc.vlm]["train"]["dataset"]),
         threads=config["threads"],
+        compute=compute("train_vlm"),
         code=code("train_vlm"),
     threads: config["threads"]
+    resources:
+        **rule_resources("train_vlm"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -60,10 +66,12 @@ rule vlm_embeddings:
     params:
         spec=lambda wc: vlm_spec(wc.vlm),
         reader=lambda wc: reader_kind(wc.dataset),
-        batch_size=EXTRACT["batch_size"],
+        compute=compute("vlm_embeddings"),
         threads=config["threads"],
         code=code("vlm_embeddings"),
     threads: config["threads"]
+    resources:
+        **rule_resources("vlm_embeddings"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -89,6 +97,9 @@ rule evaluate_vlm:
         spec=lambda wc: vlm_spec(wc.vlm),
         template=lambda wc: VLMS[wc.vlm].get("template", "{}"),
         code=code("evaluate_vlm"),
+    threads: 1
+    resources:
+        **rule_resources("evaluate_vlm"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -113,6 +124,9 @@ rule vlm_matrix:
         spec=lambda wc: vlm_spec(wc.vlm),
         template=lambda wc: VLMS[wc.vlm].get("template", "{}"),
         code=code("vlm_matrix"),
+    threads: 1
+    resources:
+        **rule_resources("vlm_matrix"),
     conda:
         "../envs/torch.yaml"
     script:

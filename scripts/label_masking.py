@@ -1,6 +1,7 @@
 """Label masking scores of one explanation table (runs the model on masked images)."""
 import torch
 
+from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.explain import read_table, write_table
 from nexplain.labelmask import label_masking_table
@@ -18,7 +19,8 @@ def main(snakemake):
     rows = read_table(inp.explanations).to_dict("records")
     table = label_masking_table(load_model(read_manifest(inp.manifest)["spec"]), open_dataset(p.reader, inp.root),
                                 w.layer, rows, store, names, clustered=w.method == "clustered", strict=p.strict,
-                                n_images=p.label_masking["images"], seed=p.label_masking["seed"])
+                                n_images=p.label_masking["images"], seed=p.label_masking["seed"],
+                                compute=Compute.of(p.compute))
     write_table(table, snakemake.output[0], {"model": w.model, "dataset": w.dataset, "layer": w.layer,
                                              "method": w.method, "label_masking": p.label_masking})
     scores = table.column("label_masking").to_numpy()

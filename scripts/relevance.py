@@ -5,6 +5,7 @@ import pyarrow as pa
 import torch
 
 from nexplain.activations import read_all_maps
+from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.data.images import load_image
 from nexplain.models.load import load_model
@@ -28,8 +29,9 @@ def main(snakemake):
     table = open_dataset(p.reader, inp.root)
     cache = {int(i): loaded.transform(load_image(table.paths[int(i)])) for i in np.unique(pairs[:, 1])}
     log.info("%d units x %d top images = %d pairs, %d distinct images", len(units), top.shape[1], len(pairs), len(cache))
+    compute = Compute.of(p.compute)
     rel = relevances(loaded.module, lambda b: torch.stack([cache[int(i)] for i in b]), pairs, w.layer,
-                     p.earlier, cfg["batch_size"])
+                     p.earlier, compute.batch_size, compute=compute)
     # one table for every earlier layer: unit, image_id, layer, then channels (null past a layer's own)
     width = max(r.shape[1] for r in rel.values())
     cols = {"unit": np.tile(pairs[:, 0], len(p.earlier)), "image_id": np.tile(pairs[:, 1], len(p.earlier)),

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from nexplain.activations import read_summary
+from nexplain.compute import Compute
 from nexplain.conceptmatrix import read_matrix
 from nexplain.data.folder import open_dataset
 from nexplain.io import atomic_path
@@ -31,7 +32,7 @@ def main(snakemake):
     tail = Tail(load_model(read_manifest(inp.manifest)["spec"]).module, w.layer)
     cfg = p.simulate
     ablation = layer_ablations(tail, ids, Q, inp.maps, open_dataset(p.reader, inp.root).labels,
-                               cfg["temperature"], {"val": masks["val"], "test": masks["test"]})
+                               cfg["temperature"], {"val": masks["val"], "test": masks["test"]}, Compute.of(p.compute))
     rows = pd.concat([explanation_rows(name, read_table(path, "explanation table"))
                       for name, path in zip(p.explainers, inp.explanations)], ignore_index=True)
     replayed = tail.linear is None  # every ablation replays the tail: a unit subset, its own scalings

@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from nexplain.activations import read_summary
+from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.impact import impacts, plot_top_impact, top_impact_table
 from nexplain.models.load import load_model
@@ -21,7 +22,7 @@ def main(snakemake):
     ids, Q, _ = read_summary(inp.summary)
     tail = Tail(load_model(read_manifest(inp.manifest)["spec"]).module, w.layer)
     ab = layer_ablations(tail, ids, Q, inp.maps, open_dataset(p.reader, inp.root).labels, p.temperature,
-                         {"all": np.ones(len(ids), bool)})["all"]
+                         {"all": np.ones(len(ids), bool)}, Compute.of(p.compute))["all"]
     units = None if ab.linear else select_units(p.replay["units"], Q.shape[1])  # replay costs units x inputs
     df = top_impact_table(impacts(ab, units), Q, p.top_impact["betas"])
     write_table(df, snakemake.output.table, {"model": w.model, "dataset": w.dataset, "layer": w.layer,

@@ -1,6 +1,7 @@
 """Train the default model from scratch on the world's classes."""
 import json
 
+from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
 from nexplain.models.train import save_checkpoint, train_classifier
@@ -15,7 +16,7 @@ def main(snakemake):
     model, metrics = train_classifier(
         table, arch=p.arch, image_size=p.input["size"], mean=p.input["mean"], std=p.input["std"],
         epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        seed=t["seed"], threads=p.threads)
+        seed=t["seed"], threads=p.threads, compute=Compute.of(p.compute))
     log.info("test accuracy %.3f (chance %.3f)", metrics["test_accuracy"], metrics["chance"])
     save_checkpoint(model, snakemake.output.checkpoint)
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import torch
 
+from nexplain.compute import Compute
 from nexplain.crops import training_crops
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
@@ -24,7 +25,8 @@ def main(snakemake):
     images = preprocess_images(open_dataset(p.reader, inp.root), preprocess, ids)
     crops = (training_crops(p.reader, inp.root, ids, images.shape[-1], settings.crop_size)
              if settings.crops else None)
-    model, losses = train_clip(model, p.arch, images, captions, concepts, settings, crops=crops)
+    model, losses = train_clip(model, p.arch, images, captions, concepts, settings, crops=crops,
+                               device=Compute.of(p.compute).device)
     log.info("%s: loss %.4f -> %.4f over %d steps", p.arch, losses[0], losses[-1], len(losses))
     save_checkpoint(model, snakemake.output.checkpoint)
     history = {"arch": p.arch, "settings": p.train, "train_images": len(ids),

@@ -1,6 +1,7 @@
 """L2-normalised image embeddings of a dataset under one VLM's image tower."""
 import torch
 
+from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.models.load import load_clip
 from nexplain.runner import run_rule
@@ -11,7 +12,9 @@ def main(snakemake):
     p, w = snakemake.params, snakemake.wildcards
     torch.set_num_threads(p.threads)
     model, preprocess, _ = load_clip(p.spec)
-    ids, emb = image_embeddings(model, preprocess, open_dataset(p.reader, snakemake.input.root), p.batch_size)
+    compute = Compute.of(p.compute)
+    ids, emb = image_embeddings(model, preprocess, open_dataset(p.reader, snakemake.input.root), compute.batch_size,
+                                compute=compute)
     write_embeddings(snakemake.output[0], ids, emb, {"vlm": w.vlm, "dataset": w.dataset, **p.spec})
 
 

@@ -13,7 +13,13 @@ def config():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c["extract"].__setitem__("batch_size", "abc"), "key 'extract.batch_size': 'abc' is not of type 'integer'"),
+    (lambda c: c["compute"]["stages"]["activations"].__setitem__("batch_size", "abc"),
+     "key 'compute.stages.activations.batch_size': 'abc' is not of type 'integer'"),
+    (lambda c: c["compute"].__setitem__("device", "gpu"), "key 'compute.device': 'gpu' does not match"),
+    (lambda c: c["compute"]["stages"]["train_model"].__setitem__("amp", True),
+     "key 'compute.stages.train_model': Additional properties are not allowed ('amp' was unexpected)"),
+    (lambda c: c["resources"]["rules"]["explain"].__setitem__("mem_mb", "4G"),
+     "key 'resources.rules.explain.mem_mb': '4G' is not of type 'integer'"),
     (lambda c: c["datasets"]["world"]["generate"].__setitem__("n_images", 2.5), "key 'datasets.world.generate.n_images': 2.5 is not of type 'integer'"),
     (lambda c: c["models"]["resnet18_world"].__setitem__("source", "hub"), "key 'models.resnet18_world.source': 'hub' is not one of"),
     (lambda c: c["models"]["resnet18_world"].__setitem__("path", "x.pt"), "key 'models.resnet18_world': Additional properties are not allowed ('path' was unexpected)"),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nexplain.compute import Compute
 from nexplain.errors import DataError
 from nexplain.tail import Tail
 
@@ -23,12 +24,15 @@ LOGITS_PER_CHUNK = 1 << 24  # floats of (units, inputs, classes) per chunk on a 
 
 
 class Ablation:
-    """`y`: the targets, or None for the model's own predictions (a dataset without labels)."""
+    """`y`: the targets, or None for the model's own predictions (a dataset without labels).
+    `compute`: where the replay runs, its (unit, input) pairs per batch, and autocast."""
 
-    def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE):
-        self.tail, self.T = tail, float(temperature)
+    def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE, compute: Compute | None = None):
+        self.compute = compute or Compute()
+        self.batch = self.compute.batch_size or PAIRS_PER_BATCH
+        self.tail, self.T = tail.to(self.compute.device), float(temperature)
         dtype = next(tail.parameters(), torch.zeros(())).dtype  # replay runs in the model's dtype
-        self.acts = torch.as_tensor(np.asarray(acts)).to(dtype)
+        self.acts = self.compute.to(torch.as_tensor(np.asarray(acts)).to(dtype))
         self.linear = tail.linear is not None
         if self.linear:  # a linear tail only sees the pooled value; float64 keeps the
             # rank-one updates as exact as a full recomputation
@@ -38,7 +42,7 @@ class Ablation:
                             f"maps (N, U, h, w), got shape {tuple(self.acts.shape)}")
         with torch.no_grad():
             self.logits = self._plain_logits()
-        self.y = self.logits.argmax(1) if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.y = self.logits.argmax(1) if y is None else self.compute.to(torch.as_tensor(np.asarray(y), dtype=torch.long))
         if len(self.y) != len(self.acts):
             raise DataError(f"{len(self.y)} labels for {len(self.acts)} inputs")
         with torch.no_grad():
@@ -51,9 +55,12 @@ class Ablation:
     def _plain_logits(self) -> torch.Tensor:
         if self.linear:
             W, b = self.tail.linear
-            return self.acts @ W.double().T + b.double()
-        return torch.cat([self.tail(self.acts[s:s + PAIRS_PER_BATCH])
-                          for s in range(0, len(self.acts), PAIRS_PER_BATCH)])
+            return self.acts @ self.compute.to(W).double().T + self.compute.to(b).double()
+        return torch.cat([self._replay(self.acts[s:s + self.batch]) for s in range(0, len(self.acts), self.batch)])
+
+    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+        with self.compute.autocast():
+            return self.tail(x).to(x.dtype)
 
     def _loss(self, logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy at temperature T over the last axis; logits (..., N, classes)."""
@@ -68,25 +75,25 @@ class Ablation:
 
     def replaced_logits(self, units, V) -> torch.Tensor:
         """(m, N, classes) logits with unit units[j] set to V[:, j] (V (N, m), may need grad)."""
-        units = torch.as_tensor(np.asarray(units), dtype=torch.long)
-        V = torch.as_tensor(V, dtype=self.acts.dtype)
+        units = self.compute.to(torch.as_tensor(np.asarray(units), dtype=torch.long))
+        V = self.compute.to(torch.as_tensor(V, dtype=self.acts.dtype))
         if self.linear:  # a rank-one change of the logits per unit
-            W = self.tail.linear[0].double()
+            W = self.compute.to(self.tail.linear[0]).double()
             delta = (V - self.acts[:, units]).T  # (m, N)
             return self.logits[None] + delta[:, :, None] * W[:, units].T[:, None, :]
         n, out = len(self.acts), []
         for j, u in enumerate(units):
             rows = []
-            for b in range(0, n, PAIRS_PER_BATCH):
-                x = self.acts[b:b + PAIRS_PER_BATCH]
+            for b in range(0, n, self.batch):
+                x = self.acts[b:b + self.batch]
                 mask = F.one_hot(u, self.n_units).to(x.dtype)[None, :, None, None]
-                rows.append(self.tail(x * (1 - mask) + V[b:b + PAIRS_PER_BATCH, j][:, None, None, None] * mask))
+                rows.append(self._replay(x * (1 - mask) + V[b:b + self.batch, j][:, None, None, None] * mask))
             out.append(torch.cat(rows))
         return torch.stack(out)
 
     def losses(self, units, V) -> torch.Tensor:
         """(m, N) losses with unit units[j] set to V[:, j]."""
-        V = torch.as_tensor(V, dtype=self.acts.dtype)
+        V = self.compute.to(torch.as_tensor(V, dtype=self.acts.dtype))
         step = self.unit_chunk()
         return torch.cat([self._loss(self.replaced_logits(units[s:s + step], V[:, s:s + step]))
                           for s in range(0, len(units), step)])
@@ -94,7 +101,7 @@ class Ablation:
     def deviation(self, units, V) -> np.ndarray:
         """sum over inputs of |L(f_k<-V) - L(f)|, per column of V."""
         with torch.no_grad():
-            return (self.losses(units, V) - self.base).abs().sum(1).double().numpy()
+            return (self.losses(units, V) - self.base).abs().sum(1).double().cpu().numpy()
 
     def score(self, units, V, V_mean, den: np.ndarray | None = None) -> np.ndarray:
         """1 - sum |L(f_k<-V) - L(f)| / sum |L(f_k<-mean) - L(f)| per unit; NaN when the
@@ -107,12 +114,12 @@ class Ablation:
     def optim_scaling(self, units, S, steps: int = 100, lr: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
         """(c, d) per unit maximising the ablation score of c S + d here (Adam, from c=1, d=0).
         The denominator does not depend on (c, d), so the numerator is minimised."""
-        S = torch.as_tensor(np.asarray(S), dtype=self.acts.dtype)
-        c = torch.ones(S.shape[1], dtype=S.dtype, requires_grad=True)
-        d = torch.zeros(S.shape[1], dtype=S.dtype, requires_grad=True)
+        S = self.compute.to(torch.as_tensor(np.asarray(S), dtype=self.acts.dtype))
+        c = torch.ones(S.shape[1], dtype=S.dtype, device=S.device, requires_grad=True)
+        d = torch.zeros(S.shape[1], dtype=S.dtype, device=S.device, requires_grad=True)
         opt = torch.optim.Adam([c, d], lr=lr)
         for _ in range(steps):
             opt.zero_grad()
             (self.losses(units, S * c + d) - self.base).abs().sum().backward()
             opt.step()
-        return c.detach().double().numpy(), d.detach().double().numpy()
+        return c.detach().double().cpu().numpy(), d.detach().double().cpu().numpy()

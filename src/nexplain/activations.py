@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import ConfigError, DataError, ModelError
 from nexplain.hooks import Trace, get_layer
@@ -50,29 +51,31 @@ def extract_activations(model, table: ImageTable, layer: str, summary_path, maps
                         batch_size: int = 64, threads: int = 2, reduce: str = "auto",
                         max_row_group_bytes: int = 64 << 20, units_per_row_group: int = 8,
                         metadata: dict | None = None, progress: bool = True,
-                        num_workers: int = 1) -> dict:
-    """Run `model` (a LoadedModel) over every image of `table`, stopping at `layer`.
+                        num_workers: int = 1, compute: Compute | None = None) -> dict:
+    """Run `model` (a LoadedModel) over every image of `table`, stopping at `layer`, on
+    `compute`'s device (default: the CPU).
 
     Returns the metadata written into both files.
     """
+    compute = compute or Compute()
     torch.set_num_threads(threads)
     # channels_last runs ResNets ~1.4x faster on CPU (oneDNN); it changes the module in place.
-    model.module.to(memory_format=torch.channels_last)
+    model.module.to(compute.device, memory_format=torch.channels_last)
     dataset = ImageDataset(table, model.transform)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False,
-        num_workers=num_workers if len(dataset) > batch_size else 0)
+        **compute.loader_options(num_workers if len(dataset) > batch_size else 0))
     return extract_batches(
         model.module, layer, loader, len(dataset), summary_path, maps_path, reduce=reduce,
         max_row_group_bytes=max_row_group_bytes, units_per_row_group=units_per_row_group,
-        metadata=metadata, progress=progress, channels_last=True)
+        metadata=metadata, progress=progress, channels_last=True, compute=compute)
 
 
 def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_images: int,
                     summary_path, maps_path, *, reduce: str = "auto",
                     max_row_group_bytes: int = 64 << 20, units_per_row_group: int = 8,
                     metadata: dict | None = None, progress: bool = False,
-                    channels_last: bool = False) -> dict:
+                    channels_last: bool = False, compute: Compute | None = None) -> dict:
     """The extraction core over ready-made `(images, image_ids)` batches, ids ascending.
 
     `channels_last` converts each image batch to that memory format (use it with a
@@ -94,7 +97,7 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
             ids = np.empty(n_images, dtype=np.int32)
             done = 0
             for layout, batch_ids, values, maps in _layer_outputs(
-                    module, layer, batches, reduce, channels_last, progress):
+                    module, layer, batches, reduce, channels_last, progress, compute or Compute()):
                 n = len(values)
                 if done + n > n_images:
                     raise DataError(f"got more than the {n_images} images announced")
@@ -120,13 +123,14 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
         os.unlink(spill)
 
 
-def _layer_outputs(module, layer, batches, reduce, channels_last, progress):
-    """Yield (layout, image_ids, summary (B, U) array, maps (B, U, h*w) tensor) per batch."""
+def _layer_outputs(module, layer, batches, reduce, channels_last, progress, compute):
+    """Yield (layout, image_ids, summary (B, U) array, maps (B, U, h*w) CPU tensor) per batch."""
     layout = None
     for images, ids in tqdm(batches, desc=f"extract {layer}", disable=not progress):
+        images = compute.to(images)
         if channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), compute.autocast():
             with Trace(module, layer, stop=True) as trace:
                 module(images)
             if trace.output is None:
@@ -134,7 +138,7 @@ def _layer_outputs(module, layer, batches, reduce, channels_last, progress):
             if layout is None:
                 layout = _Layout.of(module, layer, trace.output, reduce)
             values, maps = layout.split(trace.output)
-        yield layout, np.asarray(ids, dtype=np.int32), values.numpy(), maps
+        yield layout, np.asarray(ids, dtype=np.int32), values.cpu().numpy(), maps.cpu()
 
 
 class _Layout:

@@ -30,10 +30,11 @@ def impacts(ab: Ablation, units=None) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(todo), step):
             units = todo[s:s + step]
-            logits = ab.replaced_logits(units, torch.zeros(len(ab.y), len(units), dtype=ab.acts.dtype))
+            logits = ab.replaced_logits(units, torch.zeros(len(ab.y), len(units), dtype=ab.acts.dtype,
+                                                           device=ab.acts.device))
             d_acc = (right - (logits.argmax(-1) == ab.y).double()) / max(n_right, 1)
             d_loss = (ab.base.double() - ab._loss(logits).double()) / (total_loss or 1.0)
-            out[units] = ((d_acc - d_loss) / 2).numpy()
+            out[units] = ((d_acc - d_loss) / 2).cpu().numpy()
     return out
 
 

@@ -15,6 +15,7 @@ import torchvision.transforms as T
 
 from nexplain import formulas, metrics
 from nexplain.bitmaps import Range
+from nexplain.compute import Compute
 from nexplain.concepts import BITORDER
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ModelError
@@ -35,17 +36,20 @@ def _pixels_and_normalize(loaded: LoadedModel):
     return pixels, (norm[0] if norm else (lambda x: x))
 
 
-def unit_fn(loaded: LoadedModel, layer: str, unit: int, normalize):
-    """(B, C, H, W) pixel array -> the unit's (B, h, w) maps; the forward pass stops at the layer."""
+def unit_fn(loaded: LoadedModel, layer: str, unit: int, normalize, compute: Compute | None = None):
+    """(B, C, H, W) pixel array -> the unit's (B, h, w) maps; the forward pass stops at the layer
+    and runs on `compute`'s device (the model must already be there)."""
+    compute = compute or Compute()
+
     @torch.inference_mode()
     def fn(x):
-        with Trace(loaded.module, layer, stop=True) as t:
-            loaded.module(normalize(torch.from_numpy(x)))
+        with Trace(loaded.module, layer, stop=True) as t, compute.autocast():
+            loaded.module(normalize(compute.to(torch.from_numpy(x))))
         out = t.output
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             raise ModelError(f"label masking needs a convolutional layer with (B, C, h, w) output; "
                              f"{layer} gives {type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
-        return out[:, unit].float().numpy()
+        return out[:, unit].float().cpu().numpy()
     return fn
 
 
@@ -61,8 +65,11 @@ def _in_range(row, clustered: bool, strict: bool) -> Range:
 
 def label_masking_table(loaded: LoadedModel, table: ImageTable, layer: str, rows: list[dict],
                         store: ConceptStore, names, *, clustered: bool, strict: bool = False,
-                        n_images: int = 16, seed: int = 0) -> pa.Table:
-    """One row per explained (unit, cluster) of `rows` (an explanation table's records)."""
+                        n_images: int = 16, seed: int = 0, compute: Compute | None = None) -> pa.Table:
+    """One row per explained (unit, cluster) of `rows` (an explanation table's records), the model
+    run on `compute`'s device (default: the CPU)."""
+    compute = compute or Compute()
+    loaded.module.to(compute.device)
     pixels, normalize = _pixels_and_normalize(loaded)
     cache: dict[int, np.ndarray] = {}
 
@@ -88,7 +95,8 @@ def label_masking_table(loaded: LoadedModel, table: ImageTable, layer: str, rows
         dense = np.unpackbits(L.rows[pick], axis=1, count=h * w, bitorder=BITORDER).reshape(-1, h, w).view(bool)
         x = np.stack([image(int(i)) for i in L.ids[pick]])
         in_range = _in_range(row, clustered, strict).contains
-        r = metrics.label_masking(unit_fn(loaded, layer, row["unit"], normalize), x, dense, in_range, rng)
+        r = metrics.label_masking(unit_fn(loaded, layer, row["unit"], normalize, compute), x, dense, in_range, rng,
+                                  batch_size=compute.batch_size or 32)
         out.append({"unit": row["unit"], "cluster": row["cluster"], "label_masking": r["label_masking"],
                     "n_images": r["n_images"]})
     return pa.Table.from_pylist(out, schema=SCHEMA)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nexplain.compute import Compute
 from nexplain.hooks import TraceDict
 
 
@@ -38,24 +39,27 @@ def pair_relevances(model: torch.nn.Module, x: torch.Tensor, units: torch.Tensor
     seed = 0.5 * out[torch.arange(len(units)), units].clamp_min(0).pow(2).sum()
     acts = [td[name].output for name in earlier]
     if not seed.requires_grad:  # nothing reaches the seed (e.g. every pair silent): no relevance
-        return {name: torch.zeros(a.shape[:2]) for name, a in zip(earlier, acts)}
+        return {name: torch.zeros(a.shape[:2], device=a.device) for name, a in zip(earlier, acts)}
     grads = torch.autograd.grad(seed, acts, allow_unused=True)
     rel = {}
     for name, a, g in zip(earlier, acts, grads):
-        r = torch.zeros(a.shape[:2]) if g is None else (a * g).flatten(2).sum(2).detach()
+        r = torch.zeros(a.shape[:2], device=a.device) if g is None else (a * g).flatten(2).sum(2).detach()
         rel[name] = r / r.abs().sum(1, keepdim=True).clamp_min(1e-30)
     return rel
 
 
 def relevances(model: torch.nn.Module, load, pairs: np.ndarray, layer: str, earlier: list[str],
-               batch_size: int = 32, progress: bool = True) -> dict[str, np.ndarray]:
+               batch_size: int = 32, progress: bool = True, compute: Compute | None = None) -> dict[str, np.ndarray]:
     """{earlier layer: (P, C) float32} for `pairs` (P, 2) rows of (unit, image id); `load(ids)`
-    returns the images as a (n, 3, H, W) tensor in the model's input form."""
-    model.eval()
+    returns the images as a (n, 3, H, W) tensor in the model's input form. Runs on `compute`'s
+    device (default: the CPU)."""
+    compute = compute or Compute()
+    model.to(compute.device).eval()
     parts: dict[str, list] = {name: [] for name in earlier}
     for s in tqdm(range(0, len(pairs), batch_size), desc=f"relevance {layer}", disable=not progress):
         chunk = pairs[s:s + batch_size]
-        rel = pair_relevances(model, load(chunk[:, 1]), torch.as_tensor(chunk[:, 0]), layer, earlier)
+        rel = pair_relevances(model, compute.to(load(chunk[:, 1])), compute.to(torch.as_tensor(chunk[:, 0])),
+                              layer, earlier)
         for name in earlier:
-            parts[name].append(rel[name].numpy().astype(np.float32))
+            parts[name].append(rel[name].cpu().numpy().astype(np.float32))
     return {name: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for name, v in parts.items()}

@@ -84,7 +84,7 @@ def summary(scores: pd.DataFrame) -> dict:
 
 
 def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, temperature: float,
-                    select: dict[str, np.ndarray]) -> dict[str, Ablation]:
+                    select: dict[str, np.ndarray], compute=None) -> dict[str, Ablation]:
     """An Ablation per named image selection (boolean over `ids`). A linear tail uses the
     pooled activations Q; any other replays the tail on the layer's cached maps. Targets
     are the dataset's class labels, or the model's own predictions where it has none."""
@@ -102,5 +102,5 @@ def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, tem
             y = None
         if y is None:
             log.info("%s: no class labels for every image; the model's predictions are the targets", name)
-        out[name] = Ablation(tail, acts, y, temperature)
+        out[name] = Ablation(tail, acts, y, temperature, compute)
     return out

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nexplain import tables
+from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import DataError
 
@@ -49,13 +50,18 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def image_embeddings(model, preprocess, table: ImageTable, batch_size: int = 64,
-                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, L2-normalised embeddings (N, D) float32), in image-id order."""
+                     progress: bool = True, compute: Compute | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, L2-normalised embeddings (N, D) float32), in image-id order, computed on
+    `compute`'s device (default: the CPU)."""
+    compute = compute or Compute()
+    model.to(compute.device)
     ds = ImageDataset(table, preprocess)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **compute.loader_options())
     ids, out = [], []
     for x, i in tqdm(loader, desc="image embeddings", disable=not progress):
-        out.append(_normalise(model.encode_image(x).float()))
+        with compute.autocast():
+            emb = model.encode_image(compute.to(x))
+        out.append(_normalise(emb.float()).cpu())
         ids.append(i)
     return torch.cat(ids).numpy().astype(np.int64), torch.cat(out).numpy()
 
