@@ -58,13 +58,13 @@ def copy_workflow(dest: Path, configfile: Path) -> Path:
     return dest
 
 
-def snakemake(wf: Path, device: str, *args: str) -> None:
-    (wf / "device.yaml").write_text(yaml.safe_dump({"compute": {"device": device}}))
-    configs = [c for c in ("run.yaml", "device.yaml") if (wf / c).exists()]
+def snakemake(wf: Path, device: str, config: str | None, *args: str) -> None:
+    """Run the workflow in `wf` with its `config` file (None: config.yaml alone) and the device set."""
+    (wf / "device.yaml").write_text(yaml.safe_dump({"compute": {"device": device}, "mlflow": {"enabled": False}}))
+    configs = [c for c in (config, "device.yaml") if c]
     env = {**os.environ, "PYTHONPATH": str(wf / "src"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(os.cpu_count() or 1), "--configfile", *configs,
-           "--config", "mlflow={enabled: false}", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(os.cpu_count() or 1), "--configfile", *configs, *args]
     proc = subprocess.run(cmd, cwd=wf, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"snakemake failed in {wf}:\n{proc.stderr[-4000:]}")
@@ -154,14 +154,14 @@ def _flatten(v):
             yield e
 
 
-def check_stage(reference: Path, work: Path, device: str, stage: str) -> dict:
+def check_stage(reference: Path, config: str | None, work: Path, device: str, stage: str) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     top = lambda d, names: {".git", ".dvc", "mlruns", "mlartifacts"} & set(names) if Path(d) == reference else set()
     shutil.copytree(reference, work, symlinks=True, ignore=top)  # copy2 keeps mtimes: nothing upstream reruns
     shutil.rmtree(work / "logs" / stage, ignore_errors=True)
     shutil.rmtree(work / "logs" / "benchmarks" / stage, ignore_errors=True)
     start = time.perf_counter()
-    snakemake(work, device, "--forcerun", stage, "--until", stage, "--rerun-triggers", "mtime")
+    snakemake(work, device, config, "--forcerun", stage, "--until", stage, "--rerun-triggers", "mtime")
     wall = time.perf_counter() - start
     outputs = stage_outputs(work, stage)
     worst, bad = 0.0, []
@@ -190,16 +190,18 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--configfile", type=Path, default=REPO / "tests" / "data" / "tiny.yaml")
     ap.add_argument("--reference", type=Path, help="a finished CPU run to compare against (default: run one)")
+    ap.add_argument("--reference-config", help="the config file in --reference that run used (default: config.yaml alone)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "gpu_check")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    reference = args.reference
+    reference, config = args.reference, args.reference_config
     if reference is None:
+        config = "run.yaml"
         reference = args.out / "reference"
         shutil.rmtree(reference, ignore_errors=True)
         copy_workflow(reference, args.configfile.resolve())
         start = time.perf_counter()
-        snakemake(reference, "cpu")
+        snakemake(reference, "cpu", config)
         print(f"reference run on the CPU: {time.perf_counter() - start:.0f} s", flush=True)
     ref_seconds = {s: stage_seconds(reference, s) for s in args.stages}
     rows = []
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
         for stage in args.stages:
             if not (reference / "logs" / "benchmarks" / stage).exists():
                 continue  # the config has no job of this stage (label masking is off by default)
-            rows.append(check_stage(reference, args.out / f"{device}-{stage}", device, stage))
+            rows.append(check_stage(reference, config, args.out / f"{device}-{stage}", device, stage))
             print(json.dumps(rows[-1]), flush=True)
             shutil.rmtree(args.out / f"{device}-{stage}", ignore_errors=True)
     (args.out / "gpu_check.json").write_text(json.dumps({"reference_seconds": ref_seconds, "rows": rows}, indent=1))
