@@ -146,6 +146,19 @@ def explanation_parts(wildcards):
             f"{wildcards.method}.part{i}of{n}.parquet" for i in range(n)]
 
 
+def shards(stage):
+    """Jobs a layer's units are split over for a per-unit stage (`compute.stages.<stage>.shards`)."""
+    return ((COMPUTE.get("stages") or {}).get(stage) or {}).get("shards", 1)
+
+
+def shard_parts(stage, stem):
+    """An input function: the part files of a sharded stage, `stem` (with wildcards) + .part{i}of{n}.parquet."""
+    def parts(wildcards):
+        n = shards(stage)
+        return [f"{stem}.part{i}of{n}.parquet".format(**dict(wildcards.items())) for i in range(n)]
+    return parts
+
+
 def explanation_outputs():
     return [
         f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/explanations/{method}.parquet"

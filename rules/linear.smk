@@ -1,6 +1,7 @@
 # Linear Explanations, simulation scores and Top Impact (METHODS section 5).
 # Splits and concept matrices are per dataset; explanations, scores and Top Impact per
-# (model, dataset, layer).
+# (model, dataset, layer). Simulation and Top Impact split a layer's units over
+# `compute.stages.<stage>.shards` jobs; a merge writes the layer's table.
 
 
 rule splits:
@@ -82,17 +83,16 @@ rule simulate:
         root=dataset_root,
         explanations=lambda wc: list(simulated_explanations(wc).values()),
     output:
-        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.parquet",
-                      caption="../report/simulation.rst", category="Scores", subcategory="{model} {layer}"),
-        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.json",
+        temp(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.part{{shard}}.parquet"),
     log:
-        f"logs/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.log",
+        f"logs/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.part{{shard}}.log",
     benchmark:
-        f"logs/benchmarks/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.tsv"
+        f"logs/benchmarks/simulate/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.part{{shard}}.tsv"
     params:
         simulate=LINEAR.get("simulate"),
         explainers=lambda wc: list(simulated_explanations(wc)),
         reader=lambda wc: reader_kind(wc.dataset),
+        shard=lambda wc: shard_of(wc.shard),
         threads=config["threads"],
         compute=compute("simulate"),
         code=code("simulate"),
@@ -105,6 +105,28 @@ rule simulate:
         "../scripts/simulate.py"
 
 
+rule merge_simulation:
+    input:
+        shard_parts("simulate", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}"),
+    output:
+        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.parquet",
+                      caption="../report/simulation.rst", category="Scores", subcategory="{model} {layer}"),
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.json",
+    log:
+        f"logs/merge_simulation/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.log",
+    benchmark:
+        f"logs/benchmarks/merge_simulation/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.tsv"
+    params:
+        code=code("merge_simulation"),
+    threads: 1
+    resources:
+        **rule_resources("merge_simulation"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/merge_simulation.py"
+
+
 rule top_impact:
     input:
         unpack(model_weights),
@@ -112,18 +134,17 @@ rule top_impact:
         manifest=f"{RESULTS}/models/{{model}}/model.json",
         root=dataset_root,
     output:
-        table=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.parquet",
-        figure=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.png",
-                      caption="../report/top_impact.rst", category="Scores", subcategory="{model} {layer}"),
+        temp(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.part{{shard}}.parquet"),
     log:
-        f"logs/top_impact/{{model}}/{{dataset}}/{{layer}}.log",
+        f"logs/top_impact/{{model}}/{{dataset}}/{{layer}}.part{{shard}}.log",
     benchmark:
-        f"logs/benchmarks/top_impact/{{model}}/{{dataset}}/{{layer}}.tsv"
+        f"logs/benchmarks/top_impact/{{model}}/{{dataset}}/{{layer}}.part{{shard}}.tsv"
     params:
         top_impact=LINEAR.get("top_impact"),
         temperature=LINEAR.get("simulate", {}).get("temperature"),
         replay=LINEAR.get("simulate", {}).get("replay"),
         reader=lambda wc: reader_kind(wc.dataset),
+        shard=lambda wc: shard_of(wc.shard),
         threads=config["threads"],
         compute=compute("top_impact"),
         code=code("top_impact"),
@@ -134,6 +155,29 @@ rule top_impact:
         "../envs/torch.yaml"
     script:
         "../scripts/top_impact.py"
+
+
+rule merge_top_impact:
+    input:
+        shard_parts("top_impact", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact"),
+    output:
+        table=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.parquet",
+        figure=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/top_impact.png",
+                      caption="../report/top_impact.rst", category="Scores", subcategory="{model} {layer}"),
+    log:
+        f"logs/merge_top_impact/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/merge_top_impact/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        betas=LINEAR.get("top_impact", {}).get("betas"),
+        code=code("merge_top_impact"),
+    threads: 1
+    resources:
+        **rule_resources("merge_top_impact"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/merge_top_impact.py"
 
 
 rule area_chart:

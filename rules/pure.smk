@@ -1,5 +1,6 @@
 # PURE (METHODS section 6): relevances of earlier layers' channels for each unit's top images,
 # their circuits, and which earlier layer separates best against a reference embedding.
+# Relevances split the units over `compute.stages.relevance.shards` jobs; a merge joins them.
 
 
 rule relevance:
@@ -9,15 +10,16 @@ rule relevance:
         manifest=f"{RESULTS}/models/{{model}}/model.json",
         root=dataset_root,
     output:
-        f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.parquet",
+        temp(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.part{{shard}}.parquet"),
     log:
-        f"logs/relevance/{{model}}/{{dataset}}/{{layer}}.log",
+        f"logs/relevance/{{model}}/{{dataset}}/{{layer}}.part{{shard}}.log",
     benchmark:
-        f"logs/benchmarks/relevance/{{model}}/{{dataset}}/{{layer}}.tsv"
+        f"logs/benchmarks/relevance/{{model}}/{{dataset}}/{{layer}}.part{{shard}}.tsv"
     params:
         pure=pure_settings(),
         earlier=lambda wc: pure_target(wc)["earlier"],
         reader=lambda wc: reader_kind(wc.dataset),
+        shard=lambda wc: shard_of(wc.shard),
         threads=config["threads"],
         compute=compute("relevance"),
         code=code("relevance"),
@@ -28,6 +30,27 @@ rule relevance:
         "../envs/torch.yaml"
     script:
         "../scripts/relevance.py"
+
+
+rule merge_relevance:
+    input:
+        shard_parts("relevance", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance"),
+    output:
+        f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.parquet",
+    log:
+        f"logs/merge_relevance/{{model}}/{{dataset}}/{{layer}}.log",
+    benchmark:
+        f"logs/benchmarks/merge_relevance/{{model}}/{{dataset}}/{{layer}}.tsv"
+    params:
+        earlier=lambda wc: pure_target(wc)["earlier"],
+        code=code("merge_relevance"),
+    threads: 1
+    resources:
+        **rule_resources("merge_relevance"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/merge_relevance.py"
 
 
 rule pure:

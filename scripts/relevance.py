@@ -1,5 +1,5 @@
 """PURE relevances: Gradient x Activation of earlier layers' channels for each selected unit's
-top-M images (one Parquet table per earlier layer)."""
+top-M images, for one shard of the selected units (one table; `merge_relevance` joins the shards)."""
 import numpy as np
 import pyarrow as pa
 import torch
@@ -21,7 +21,7 @@ def main(snakemake):
     torch.set_num_threads(p.threads)
     cfg = p.pure
     ids, maps = read_all_maps(inp.maps)
-    units = select_units(cfg["units"], maps.shape[1])
+    units = select_units(cfg["units"], maps.shape[1], tuple(p.shard))
     top = top_images(ids, maps.reshape(*maps.shape[:2], -1).max(2)[:, units], cfg["top"])
     del maps
     pairs = np.array([(u, i) for u, images in zip(units, top) for i in images], np.int64)

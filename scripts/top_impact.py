@@ -1,18 +1,17 @@
-"""Top Impact of every unit of one layer, with the curve for the report."""
+"""Top Impact of one shard of a layer's units (`merge_top_impact` joins the shards and draws the curve)."""
 import numpy as np
 import torch
 
 from nexplain.activations import read_summary
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
-from nexplain.impact import impacts, plot_top_impact, top_impact_table
+from nexplain.impact import impacts, top_impact_table
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
 from nexplain.runner import run_rule
 from nexplain.scoring import layer_ablations
 from nexplain.tables import write_table
 from nexplain.tail import Tail
-from nexplain.tracking import Outcome
 from nexplain.units import select_units
 
 
@@ -23,14 +22,13 @@ def main(snakemake):
     tail = Tail(load_model(read_manifest(inp.manifest)["spec"]).module, w.layer)
     ab = layer_ablations(tail, ids, Q, inp.maps, open_dataset(p.reader, inp.root).labels, p.temperature,
                          {"all": np.ones(len(ids), bool)}, Compute.of(p.compute))["all"]
-    units = None if ab.linear else select_units(p.replay["units"], Q.shape[1])  # replay costs units x inputs
+    owned = select_units("all", Q.shape[1], tuple(p.shard))
+    # replay costs units x inputs: a non-linear tail replays only the configured units
+    units = owned if ab.linear else np.intersect1d(select_units(p.replay["units"], Q.shape[1]), owned)
     df = top_impact_table(impacts(ab, units), Q, p.top_impact["betas"])
-    write_table(df, snakemake.output.table, {"model": w.model, "dataset": w.dataset, "layer": w.layer,
-                                             "top_impact": p.top_impact, "linear_tail": ab.linear})
-    plot_top_impact(df, p.top_impact["betas"], f"{w.model} {w.layer}", snakemake.output.figure)
-    live = df[df["computed"] & ~df["dead"]]
-    return Outcome(metrics={f"mean_ti_{b}": float(live[f"ti_{b}"].mean()) for b in p.top_impact["betas"]},
-                   artifacts=[snakemake.output.figure])
+    write_table(df[df["unit"].isin(owned)], snakemake.output[0],
+                {"model": w.model, "dataset": w.dataset, "layer": w.layer,
+                 "top_impact": p.top_impact, "linear_tail": ab.linear})
 
 
 run_rule(snakemake, main)

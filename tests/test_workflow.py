@@ -2,10 +2,12 @@
 
 import os
 import re
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
 from browser import check_page, needs_chromium, screenshot
@@ -22,8 +24,11 @@ def _scheduled(wf) -> dict[str, int]:
 
 
 EXPLAIN_JOBS = {"explain": 6, "merge_explanations": 3}  # 3 methods x 2 shards of layer4, then merges
-LINEAR_JOBS = {"linear": 2, "simulate": 1, "top_impact": 1, "area_chart": 1}  # layer4: LE(label), LE(world_siglip)
-LATE_JOBS = {"relevance": 1, "pure": 1, "score_report": 1, "unit_pages": 1}  # PURE of layer4, the layer's report
+# layer4: LE(label), LE(world_siglip); simulation and Top Impact in 2 shards each, then merges
+LINEAR_JOBS = {"linear": 2, "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1,
+               "area_chart": 1}
+LATE_JOBS = {"relevance": 2, "merge_relevance": 1, "pure": 1, "score_report": 1,
+             "unit_pages": 1}  # PURE of layer4 (2 shards of relevances), the layer's report
 # tiny.yaml is merged over config.yaml, so config.yaml's world_vit is trained too
 VLM_JOBS = {"captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1}
 
@@ -71,8 +76,8 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
         assert _scheduled(workflow) == {"train_model": 1, "model": 1, "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS,
                                         **LATE_JOBS, "all": 1}
         tiny.write_text(original.replace("k: 3,", "k: 4,"))  # one method's setting: its jobs only
-        assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 1, "score_report": 1,
-                                        "unit_pages": 1, "all": 1}
+        assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 2, "merge_simulation": 1,
+                                        "score_report": 1, "unit_pages": 1, "all": 1}
         tiny.write_text(original.replace("top: 10", "top: 12"))  # PURE's setting: PURE and the report only
         assert _scheduled(workflow) == {**LATE_JOBS, "all": 1}
     finally:
@@ -114,6 +119,24 @@ def test_the_default_config_plans_every_stage(tmp_path):
                                  "linear", "simulate")} == {
         "captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 2,
         "linear": 4, "simulate": 4}  # LE: {label, world_siglip} x 2 layers; simulators {world_vit, label}
+
+
+def test_merged_shards_are_the_bytes_of_one_shard(workflow, tmp_path):
+    """Simulation, Top Impact and relevances ran in 2 shards each; one shard gives the same tables."""
+    merged = {"simulate": "scores/simulation.label.parquet", "top_impact": "scores/top_impact.parquet",
+              "relevance": "pure/relevance.parquet"}
+    layer = "results/resnet18_world/world/layer4"
+    one = tmp_path / "one"
+    shutil.copytree(workflow, one, symlinks=True, ignore=shutil.ignore_patterns(".git", ".dvc", "mlruns"))
+    (one / "one_shard.yaml").write_text(yaml.safe_dump(
+        {"compute": {"stages": {stage: {"shards": 1} for stage in merged}}, "mlflow": {"enabled": False}}))
+    two = {stage: (workflow / layer / path).read_bytes() for stage, path in merged.items()}
+    snakemake(one, "--configfile", "tiny.yaml", "one_shard.yaml", "--rerun-triggers", "mtime",
+              "--forcerun", "merge_simulation", "merge_top_impact", "merge_relevance",
+              *[f"{layer}/{path}" for path in merged.values()], configfile=None)
+    for stage, path in merged.items():
+        assert any((one / "logs" / stage).rglob("*part0of1.log")), stage  # it ran as one shard
+        assert (one / layer / path).read_bytes() == two[stage], stage
 
 
 def test_bad_config_stops_before_any_job(workflow):
