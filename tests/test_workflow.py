@@ -139,6 +139,29 @@ def test_merged_shards_are_the_bytes_of_one_shard(workflow, tmp_path):
         assert (one / layer / path).read_bytes() == two[stage], stage
 
 
+def test_every_job_asks_for_resources_and_cuda_stages_for_a_gpu(tmp_path):
+    """Dry runs of the default config: every job states mem_mb and runtime from `resources:`; with
+    device cuda (no GPU needed for a dry run) the torch stages ask for a GPU and nothing else does."""
+    wf = copy_workflow(tmp_path / "default")
+    (wf / "cuda.yaml").write_text(yaml.safe_dump({"compute": {"device": "cuda"}}))
+    torch_rules = {"train_model", "activations", "train_vlm", "vlm_embeddings", "relevance", "simulate",
+                   "top_impact", "label_masking"}
+    for extra, gpu_rules in (([], set()), (["--configfile", "config.yaml", "cuda.yaml"], torch_rules)):
+        out = snakemake(wf, "--dry-run", *extra, configfile=None).stdout
+        jobs = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", out, re.M | re.S)
+        assert len(jobs) > 50
+        for rule, body in jobs:
+            if rule == "all":
+                continue
+            res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", body)[1].split(", "))
+            expected = {"mem_mb": 1000, "runtime": 10} | {"train_model": {"mem_mb": 3000, "runtime": 30},
+                                                          "explain": {"mem_mb": 4000, "runtime": 60}}.get(rule, {})
+            if rule in ("train_model", "explain", "world", "merge_relevance"):
+                assert {k: int(res[k]) for k in expected} == expected, rule
+            assert int(res["mem_mb"]) >= 1000 and int(res["runtime"]) >= 10, rule
+            assert int(res.get("gpu", 0)) == (rule in gpu_rules), rule
+
+
 def test_bad_config_stops_before_any_job(workflow):
     proc = snakemake(workflow, "--dry-run", "--config", "threads=many", check=False)
     assert proc.returncode != 0

@@ -1,0 +1,55 @@
+"""nexplain.compute: devices, stage settings, and that the CPU path is the old one."""
+
+import numpy as np
+import pytest
+import torch
+
+from nexplain.compute import Compute, DeviceError, resolve_device, stage_settings
+
+
+def test_auto_and_cpu_resolve_here():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_where_there_is_none_is_one_line(name):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error is for machines without it")
+    with pytest.raises(DeviceError) as e:
+        resolve_device(name)
+    message = str(e.value)
+    assert "\n" not in message and f"device '{name}' asked for" in message and "no CUDA device" in message
+
+
+def test_an_unknown_device_names_the_valid_ones():
+    with pytest.raises(DeviceError, match="unknown device 'gpu'; valid: auto, cpu, cuda, cuda:N"):
+        resolve_device("gpu")
+
+
+def test_a_stage_overrides_the_block():
+    block = {"device": "cpu", "loader_workers": 3,
+             "stages": {"activations": {"device": "auto", "batch_size": 8, "amp": True}, "train_model": {}}}
+    assert stage_settings(block, "activations") == {"device": "auto", "batch_size": 8, "amp": True,
+                                                    "loader_workers": 3}
+    assert stage_settings(block, "train_model") == {"device": "cpu", "batch_size": None, "amp": False,
+                                                    "loader_workers": 3}
+    assert stage_settings(None, "relevance")["device"] == "cpu"  # no block: the CPU, as before devices
+
+
+def test_the_cpu_path_changes_nothing():
+    c = Compute.of({"device": "cpu", "batch_size": 4, "amp": False, "loader_workers": 8})
+    x = torch.arange(6.0)
+    assert c.to(x) is x  # no copy
+    assert c.loader_options(1) == {"num_workers": 1}  # CPU jobs keep their own loader settings
+    with c.autocast():
+        assert torch.get_autocast_dtype("cpu") is not None and not torch.is_autocast_enabled("cpu")
+
+
+def test_amp_autocasts_inference_to_bf16():
+    c = Compute(amp=True)
+    lin = torch.nn.Linear(4, 3)
+    with torch.inference_mode(), c.autocast():
+        y = lin(torch.randn(2, 4))
+    assert y.dtype == torch.bfloat16
+    assert np.isfinite(y.float().numpy()).all()
