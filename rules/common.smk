@@ -67,7 +67,8 @@ def rule_resources(rule):
 def root_of(dataset):
     """A generated world lives under results/; any other dataset is read where it is."""
     ds = DATASETS[dataset]
-    return f"{RESULTS}/datasets/{dataset}" if ds["kind"] == "world" else ds["root"]
+    # local(): a dataset on disk stays where it is under a default remote storage provider
+    return f"{RESULTS}/datasets/{dataset}" if ds["kind"] == "world" else local(ds["root"])
 
 
 def dataset_root(wildcards):
@@ -85,7 +86,7 @@ def model_weights(wildcards):
         return {"checkpoint": f"{RESULTS}/models/{wildcards.model}/checkpoint.pt",
                 "metrics": f"{RESULTS}/models/{wildcards.model}/metrics.json"}
     if m["source"] == "checkpoint":
-        return {"checkpoint": m["path"]}
+        return {"checkpoint": local(m["path"])}
     return {}
 
 

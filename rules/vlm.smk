@@ -113,7 +113,7 @@ rule vlm_matrix:
         embeddings=f"{RESULTS}/{{dataset}}/vlm/{{vlm}}/image_embeddings.parquet",
         labels=f"{RESULTS}/{{dataset}}/concept_matrix/label.parquet",
         splits=f"{RESULTS}/{{dataset}}/splits.parquet",
-        concept_set=lambda wc: DATASETS[wc.dataset]["concept_set"],
+        concept_set=lambda wc: local(DATASETS[wc.dataset]["concept_set"]),  # in the repo, never in remote storage
     output:
         f"{RESULTS}/{{dataset}}/concept_matrix/{{vlm}}.parquet",
     log:

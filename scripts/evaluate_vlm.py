@@ -15,7 +15,7 @@ from nexplain.vlm import cached_text_embeddings, fit_calibration, read_embedding
 
 def main(snakemake):
     p, inp, out = snakemake.params, snakemake.input, snakemake.output
-    model, _, tokenizer = load_clip(p.spec)
+    model, _, tokenizer = load_clip(p.spec, snakemake.input.get("checkpoint"))
     ids, emb, _ = read_embeddings(inp.embeddings)
     presence = pd.read_parquet(f"{inp.concepts}/presence.parquet")
     names = [c for c in presence.columns if c != "image_id"]

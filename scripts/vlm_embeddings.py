@@ -11,7 +11,7 @@ from nexplain.vlm import image_embeddings, write_embeddings
 def main(snakemake):
     p, w = snakemake.params, snakemake.wildcards
     torch.set_num_threads(p.threads)
-    model, preprocess, _ = load_clip(p.spec)
+    model, preprocess, _ = load_clip(p.spec, snakemake.input.get("checkpoint"))
     compute = Compute.of(p.compute)
     ids, emb = image_embeddings(model, preprocess, open_dataset(p.reader, snakemake.input.root), compute.batch_size,
                                 compute=compute)

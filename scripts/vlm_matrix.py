@@ -13,7 +13,7 @@ from nexplain.vlm import concept_matrix, read_concept_set, read_embeddings, text
 
 def main(snakemake):
     p, w, inp = snakemake.params, snakemake.wildcards, snakemake.input
-    model, _, tokenizer = load_clip(p.spec)
+    model, _, tokenizer = load_clip(p.spec, snakemake.input.get("checkpoint"))
     concepts = read_concept_set(inp.concept_set)
     txt = text_embeddings(model, tokenizer, concepts, p.template)
     ids, emb, _ = read_embeddings(inp.embeddings)

@@ -182,12 +182,14 @@ def _load_open_clip(spec: dict) -> LoadedModel:
     return LoadedModel(visual, preprocess, spec, meta)
 
 
-def load_clip(spec: dict):
+def load_clip(spec: dict, weights=None):
     """(model, preprocess, tokenizer) of a whole open_clip model (both towers), in eval
-    mode; `spec`: name, pretrained (a tag in the local cache, a file, or None)."""
+    mode; `spec`: name, pretrained (a tag in the local cache, a file, or None). `weights`: the
+    file the job was handed, which wins over the spec's path (under remote storage the job's
+    local copy lives elsewhere)."""
     import open_clip
 
-    model, preprocess = _create_open_clip(spec, text=True)
+    model, preprocess = _create_open_clip({**spec, "pretrained": weights} if weights else spec, text=True)
     return model.eval(), preprocess, open_clip.get_tokenizer(spec["name"])
 
 
