@@ -8,14 +8,13 @@ outside tests): every test checks it received nothing, so the endpoint really ca
 import hashlib
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from services.s3 import ACCESS_KEY, REGION, SECRET_KEY, UNSET, S3Server, aws_env
-from workflow_copy import BIN, copy_workflow, digests, dvc, run, snakemake
+from services.s3 import UNSET, S3Server, aws_env, storage_env
+from workflow_copy import copy_workflow, digests, dvc, run, snakemake
 
 BUCKET = "nexplain-test"
 TARGET = "results/world/concepts"  # the world (a directory output) and its concept tables (a directory input)
@@ -36,14 +35,6 @@ def s3(tmp_path_factory):
             mp.setenv(var, value)
         yield server, decoy
         assert decoy.buckets() == [], "something used the default endpoint instead of the configured one"
-
-
-def storage_env(server: S3Server) -> dict[str, str]:
-    """Snakemake's S3 storage settings, as environment variables only (jobs on SLURM see no CLI flags)."""
-    return {"SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": server.url,
-            "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": ACCESS_KEY,
-            "SNAKEMAKE_STORAGE_S3_SECRET_KEY": SECRET_KEY,
-            "SNAKEMAKE_STORAGE_S3_REGION": REGION}
 
 
 def storage_flags(prefix: str) -> list[str]:
@@ -135,79 +126,3 @@ def test_snakemake_s3_storage_from_env_matches_a_local_run(s3, local_run, tmp_pa
     outputs = json.loads(jobs["concepts[dataset=world]"].data.tags["nexplain.outputs"])
     # the job saw the storage's local copy (.snakemake/storage/s3/<bucket>/<prefix>/results/...), same bytes
     assert list(outputs.values()) == [content_hash(local / TARGET)]
-
-
-FAKE_SBATCH = '''\
-"""Fake sbatch: runs the --wrap command at once, with this environment (as sbatch's default --export=ALL),
-and records the command and its outcome for the fake sacct."""
-import os, subprocess, sys
-from pathlib import Path
-here = Path(__file__).parent
-args = sys.argv[1:]
-wrap = next(a[len("--wrap="):] for a in args if a.startswith("--wrap="))
-output = next(a.split("=", 1)[1] if "=" in a else args[i + 1] for i, a in enumerate(args) if a.startswith("--output"))
-workdir = args[args.index("-D") + 1]
-jobs = here / "jobs.txt"
-jobid = str(1000 + (len(jobs.read_text().splitlines()) if jobs.exists() else 0))
-(here / f"{jobid}.cmd").write_text(wrap)
-(here / f"{jobid}.args").write_text("\\n".join(args))
-log = Path(output.replace("%j", jobid))
-log.parent.mkdir(parents=True, exist_ok=True)
-with open(log, "w") as out:
-    rc = subprocess.call(["sh", "-c", wrap], cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                         env={**os.environ, "SLURM_JOB_ID": jobid})
-with open(jobs, "a") as f:
-    f.write(f"{jobid}|{'COMPLETED' if rc == 0 else 'FAILED'}\\n")
-print(jobid)
-'''
-FAKE_SRUN = '''\
-"""Fake srun: drops its options, runs the command."""
-import os, sys
-args = sys.argv[1:]
-while args and args[0].startswith("-"):
-    args.pop(0)
-os.execvp(args[0], args)
-'''
-
-
-def fake_slurm(bin_dir: Path) -> Path:
-    """sbatch that runs each job at once, srun, sacct that reports their states; the rest answer nothing."""
-    bin_dir.mkdir(parents=True)
-    scripts = {"sbatch": f"#!{sys.executable}\n{FAKE_SBATCH}", "srun": f"#!{sys.executable}\n{FAKE_SRUN}",
-               "sacct": '#!/bin/sh\ncat "$(dirname "$0")/jobs.txt" 2>/dev/null\n'}
-    scripts.update({name: "#!/bin/sh\n" for name in ("sinfo", "squeue", "scontrol", "sacctmgr", "sshare")})
-    for name, text in scripts.items():
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    return bin_dir
-
-
-def test_slurm_jobs_get_s3_settings_from_the_environment(s3, local_run, tmp_path):
-    """Through the SLURM executor (fake sbatch/srun/sacct, real job commands), each job is a fresh
-    `snakemake` process that stores its outputs itself. Its command line carries no endpoint or keys
-    (Snakemake never forwards env-capable settings as flags, and sbatch exports the environment), so it can
-    only have them from the environment: the objects land in the test bucket, and the default endpoint gets none.
-    The job's directory input (`root=`) starts in the bucket only (the local run's world, uploaded first); with
-    a shared filesystem (the SLURM default) the main process retrieves it into .snakemake/storage for the job."""
-    server, decoy = s3
-    local = local_run.result()
-    world = "results/datasets/world"
-    server.upload({rel: local / world / rel for rel in digests(local / world)}, BUCKET, f"slurm/{world}")
-    wf = small_workflow(tmp_path / "wf")
-    slurm = fake_slurm(tmp_path / "slurm")
-    sm(wf, TARGET, "--executor", "slurm", "--jobs", "1", "--slurm-no-account", "--slurm-status-command", "sacct",
-       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-       "--slurm-keep-successful-logs", *storage_flags("slurm"), configs=("tiny.yaml", "small.yaml", "untracked.yaml"),
-       PATH=f"{slurm}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", **storage_env(server))
-
-    (cmd,) = [p.read_text() for p in slurm.glob("*.cmd")]  # one job: concepts
-    assert "--export=ALL" in (slurm / "1000.args").read_text().split("\n")  # how the environment reaches it
-    assert "--mode remote" in cmd.replace("'", "") and f"s3://{BUCKET}/slurm" in cmd
-    for secret in (server.url, ACCESS_KEY, SECRET_KEY, "--storage-s3-endpoint-url"):
-        assert secret not in cmd
-    (job_log,) = (wf / ".snakemake" / "slurm_logs").rglob("1000.log")
-    assert f"Storing in storage: s3://{BUCKET}/slurm/{TARGET}" in job_log.read_text()  # the job uploaded itself
-
-    got = server.download(BUCKET, "slurm", tmp_path / "bucket")
-    assert digests(got / TARGET) == digests(local / TARGET)
-    assert decoy.buckets() == []

@@ -144,3 +144,11 @@ class S3Server:
             path.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, key, str(path))
         return Path(dest)
+
+
+def storage_env(server: S3Server) -> dict[str, str]:
+    """Snakemake's S3 storage settings, as environment variables only (jobs on SLURM see no CLI flags)."""
+    return {"SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": server.url,
+            "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": ACCESS_KEY,
+            "SNAKEMAKE_STORAGE_S3_SECRET_KEY": SECRET_KEY,
+            "SNAKEMAKE_STORAGE_S3_REGION": REGION}
