@@ -8,7 +8,8 @@ Usage:
    end to end on the CPU with the config (default: the tiny test config) and `compute.device: cpu`.
    `--reference DIR` reuses a finished CPU run instead (a workdir with results/ and logs/).
 2. Per device and torch stage, on a copy of the reference: the stage's jobs alone are rerun
-   (`--forcerun S --until S --rerun-triggers mtime`, `compute.device` set to the device), so each
+   (`--forcerun S --until S --rerun-triggers mtime`, `compute.device` set to the device; a sharded
+   stage runs on to its merge, which is what gets compared), so each
    stage reads the CPU's inputs and differences do not compound across stages. Its outputs are then
    compared with the reference's: Parquet tables column by column, JSON numbers leaf by leaf; text
    and other columns must be equal; figures and checkpoints are not compared (training stages are
@@ -44,6 +45,7 @@ WORKFLOW = ("Snakefile", "config.yaml", "rules", "scripts", "envs", "concept_set
 TOLERANCE = {"activations": 1e-3, "vlm_embeddings": 1e-3, "relevance": 1e-2, "simulate": 2e-2,
              "top_impact": 2e-2, "label_masking": 2e-2, "train_model": 0.25, "train_vlm": 0.25}
 STAGES = tuple(TOLERANCE)
+MERGES = {"simulate": "merge_simulation", "top_impact": "merge_top_impact", "relevance": "merge_relevance"}
 SKIP_SUFFIXES = (".png", ".pt", ".safetensors", ".html", ".log", ".tsv")
 
 
@@ -161,12 +163,18 @@ def check_stage(reference: Path, config: str | None, work: Path, device: str, st
     shutil.rmtree(work / "logs" / stage, ignore_errors=True)
     shutil.rmtree(work / "logs" / "benchmarks" / stage, ignore_errors=True)
     start = time.perf_counter()
-    snakemake(work, device, config, "--forcerun", stage, "--until", stage, "--rerun-triggers", "mtime")
+    # a sharded stage's parts are temporary: run on to its merge, and compare the merged table
+    snakemake(work, device, config, "--forcerun", stage, "--until", MERGES.get(stage, stage),
+              "--rerun-triggers", "mtime")
     wall = time.perf_counter() - start
     outputs = stage_outputs(work, stage)
     worst, bad = 0.0, []
     for path in outputs:
-        worst, bad = _merge(compare_file(path, reference / path.relative_to(work)), worst, bad)
+        ref = reference / path.relative_to(work)
+        if not ref.exists():
+            bad.append(f"{path.relative_to(work)}: not in the reference run")
+            continue
+        worst, bad = _merge(compare_file(path, ref), worst, bad)
     tol = TOLERANCE[stage] if device != "cpu" else 0.0  # the CPU must give the same bytes
     return {"stage": stage, "device": device, "seconds": round(stage_seconds(work, stage), 2),
             "wall_s": round(wall, 1), "files": len(outputs), "max_rel_diff": worst, "tolerance": tol,
