@@ -154,11 +154,11 @@ def test_every_job_asks_for_resources_and_cuda_stages_for_a_gpu(tmp_path):
             if rule == "all":
                 continue
             res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", body)[1].split(", "))
-            expected = {"mem_mb": 1000, "runtime": 10} | {"train_model": {"mem_mb": 3000, "runtime": 30},
-                                                          "explain": {"mem_mb": 4000, "runtime": 60}}.get(rule, {})
+            expected = {"mem_mb": 2000, "runtime": 10} | {"train_model": {"mem_mb": 4000, "runtime": 30},
+                                                          "explain": {"mem_mb": 4500, "runtime": 60}}.get(rule, {})
             if rule in ("train_model", "explain", "world", "merge_relevance"):
                 assert {k: int(res[k]) for k in expected} == expected, rule
-            assert int(res["mem_mb"]) >= 1000 and int(res["runtime"]) >= 10, rule
+            assert int(res["mem_mb"]) >= 2000 and int(res["runtime"]) >= 10, rule
             assert int(res.get("gpu", 0)) == (rule in gpu_rules), rule
 
 
