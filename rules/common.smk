@@ -141,14 +141,11 @@ def shard_of(shard):
     return [int(i), int(n)]
 
 
-def explanation_parts(wildcards):
-    n = EXPLAIN["shards"]
-    return [f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}/explanations/"
-            f"{wildcards.method}.part{i}of{n}.parquet" for i in range(n)]
-
-
 def shards(stage):
-    """Jobs a layer's units are split over for a per-unit stage (`compute.stages.<stage>.shards`)."""
+    """Jobs a layer's units are split over for a per-unit stage: `explain.shards`, or
+    `compute.stages.<stage>.shards` (simulate, top_impact, relevance)."""
+    if stage == "explain":
+        return EXPLAIN["shards"]
     return ((COMPUTE.get("stages") or {}).get(stage) or {}).get("shards", 1)
 
 

@@ -51,7 +51,7 @@ rule explain:
 
 rule merge_explanations:
     input:
-        explanation_parts,
+        shard_parts("explain", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}"),
     output:
         table=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.parquet",
                      caption="../report/explanations.rst", category="Explanations",
