@@ -31,7 +31,7 @@ from nexplain.tracking import Outcome
 job = SimpleNamespace(rule="bench", wildcards=Namedlist(fromdict={"model": "m"}),
                       params=Namedlist(fromdict={"train": {"epochs": 7, "lr": 0.05}, "code": "0" * 16}),
                       input=Namedlist([]), output=Namedlist([]), log=Namedlist([]))
-tracking.log_job(job, Outcome(metrics={"test_accuracy": 0.5, "val_accuracy": [0.1] * 7}), "FINISHED", 1.0)
+tracking.JobRun(job).finish(Outcome(metrics={"test_accuracy": 0.5, "val_accuracy": [0.1] * 7}), "FINISHED", 1.0)
 print(time.perf_counter() - t0)
 """
 

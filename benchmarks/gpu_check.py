@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = ("Snakefile", "config.yaml", "rules", "scripts", "envs", "concept_sets", "report")
+WORKFLOW = ("Snakefile", "config.yaml", "rules", "scripts", "envs", "concept_sets", "report", "profiles")
 # Relative tolerance per stage on another device (float kernels differ; bf16 autocast is off by default).
 # Training runs different kernels for hundreds of steps: its metrics agree only loosely.
 TOLERANCE = {"activations": 1e-3, "vlm_embeddings": 1e-3, "relevance": 1e-2, "simulate": 2e-2,

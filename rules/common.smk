@@ -10,11 +10,14 @@ sys.path.insert(0, str(SRC))  # the workflow's own package copy, for validation 
 
 from nexplain.codeversion import code_version
 from nexplain.compute import STAGES, stage_settings
-from nexplain.config import BRODEN_KINDS, validate_config
+from nexplain.config import BRODEN_KINDS, check_plan, validate_config
 from nexplain.errors import ConfigError
 
+CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
 try:
-    validate_config(config, source="config")
+    validate_config(config, source=CONFIG_SOURCE)
+    if workflow.is_main_process:  # jobs re-read this file; their plan was checked once, here
+        check_plan(config, source=CONFIG_SOURCE, workdir=Path.cwd())  # layers, concept sets; imports torchvision
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 

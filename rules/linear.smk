@@ -62,6 +62,7 @@ rule linear:
         f"logs/benchmarks/linear/{{model}}/{{dataset}}/{{layer}}/{{source}}.tsv"
     params:
         settings=linear_settings(),
+        concept_filter=LINEAR.get("concept_filter"),
         threads=config["threads"],
         code=code("linear"),
     threads: config["threads"]

@@ -10,7 +10,7 @@ from nexplain.runner import log, run_rule
 from nexplain.splits import split_masks
 from nexplain.tables import write_table
 from nexplain.tracking import Outcome
-from nexplain.vlm import cached_text_embeddings, fit_calibration, read_embeddings, text_embeddings, zero_shot_auc
+from nexplain.vlm import fit_calibration, read_embeddings, text_embeddings, zero_shot_auc
 
 
 def main(snakemake):

@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 
 from nexplain.activations import read_summary
 from nexplain.data.folder import open_dataset

@@ -17,7 +17,8 @@ def main(snakemake):
         table, arch=p.arch, image_size=p.input["size"], mean=p.input["mean"], std=p.input["std"],
         epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
         seed=t["seed"], threads=p.threads, compute=Compute.of(p.compute))
-    log.info("test accuracy %.3f (chance %.3f)", metrics["test_accuracy"], metrics["chance"])
+    acc = metrics["test_accuracy"]  # None without a test split
+    log.info("test accuracy %s (chance %.3f)", "n/a" if acc is None else f"{acc:.3f}", metrics["chance"])
     save_checkpoint(model, snakemake.output.checkpoint)
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     curves = {k: [h[k] for h in metrics["history"]] for k in ("train_loss", "val_accuracy")}

@@ -113,12 +113,15 @@ IMAGE_CELLS = [{"scene": "7", "texture": "9"}, {"scene": "7;8"}, {"texture": "9"
                {"scene": "8", "texture": "9"}]
 
 
-def write_broden_fixture(root: str | Path, label_zero_row: bool = False) -> Fixture:
-    """Write the fixture under `root`; `label_zero_row` adds label.csv's optional row 0."""
+def write_broden_fixture(root: str | Path, label_zero_row: bool = False,
+                         image_ext: str = ".jpg") -> Fixture:
+    """Write the fixture under `root`; `label_zero_row` adds label.csv's optional row 0;
+    `image_ext` ".png" writes lossless images (as the world does) instead of JPGs."""
     root = Path(root)
     img_dir = root / "images"
+    images = [im.rsplit(".", 1)[0] + image_ext for im in IMAGES]
     rows, masks, image_level, files = [], [], [], {}
-    for i, (image, pngs) in enumerate(zip(IMAGES, _fixture_pngs())):
+    for i, (image, pngs) in enumerate(zip(images, _fixture_pngs())):
         _write_jpg(img_dir / image, seed=i)
         stem = image.rsplit(".", 1)[0]
         cells = dict(IMAGE_CELLS[i])
@@ -141,7 +144,7 @@ def write_broden_fixture(root: str | Path, label_zero_row: bool = False) -> Fixt
     _write_csv(root / "index.csv", INDEX_HEADER, rows)
     _write_label_csv(root / "label.csv", label_zero_row)
     _write_category_csvs(root)
-    return Fixture(root, list(IMAGES), masks, image_level, files)
+    return Fixture(root, images, masks, image_level, files)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -166,7 +166,8 @@ def test_world_class_labels(fx):
     (fx.root / "image_class.csv").write_text("image,class\n" + rows + "\n")
     t = open_broden(fx.root).table
     assert t.class_names == ["cat", "dog"]
-    assert t.labels.tolist() == [0, 1, 0, 1, -1]
+    assert t.labels.tolist() == [0, 1, 0, 1, -1]  # -1: no class, left out of training
+    assert t.meta["labels_file"] == str(fx.root.resolve() / "image_class.csv")  # for messages
 
 
 def test_rgba_masks(fx):
@@ -174,3 +175,27 @@ def test_rgba_masks(fx):
     Image.fromarray(np.full((SH, SW, 4), (5, 0, 0, 255), np.uint8), "RGBA").save(path)
     m = open_broden(fx.root).concept_masks(4)
     assert 4 in m.concepts.tolist()
+
+
+def test_grey_alpha_mask_carries_the_label_in_grey(fx):
+    """LA follows the single-channel rule (alpha ignored, as for RGBA), not R + 256*G."""
+    path = fx.files["4:material:0"]
+    Image.fromarray(np.full((SH, SW, 2), (5, 255), np.uint8), "LA").save(path)
+    m = open_broden(fx.root).concept_masks(4)
+    assert m.masks[m.concepts.tolist().index(4)].all()  # concept 4 = label 5, wood
+
+
+def test_mask_without_a_label_rule_refused(fx):
+    """A mask that decodes as CMYK (here a JPEG behind a .png name) has no label rule."""
+    path = fx.files["4:material:0"]
+    Image.new("CMYK", (SW, SH), (5, 0, 0, 0)).save(path, format="JPEG")
+    with pytest.raises(DataError, match=rf"^mask {path} has image mode CMYK; a mask must be RGB or RGBA"):
+        open_broden(fx.root).concept_masks(4)
+
+
+def test_truncated_mask_is_one_line(fx):
+    path = fx.files["0:color:0"]
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError) as e:
+        open_broden(fx.root).concept_masks(0)
+    assert str(e.value).startswith(f"cannot decode mask {path}: ") and "\n" not in str(e.value)

@@ -234,3 +234,64 @@ def test_long_paths_are_read_from_chunked_record_names(tmp_path, capsys):
     _record(tmp_path, out, "world", [], [])
     result = _lineage_json(capsys, out, "--workdir", str(tmp_path), "--no-mlflow")
     assert result["nodes"][out]["hash"] == "sha256:" + _sha(b"long")
+
+
+def _save_jobs(wf: Path) -> None:
+    """nexplain's content records of the fixture's jobs, as the runner saves them after each job."""
+    from nexplain.hashing import content_hash
+    from nexplain.records import save
+
+    jobs = [("world", {"dataset": "world"}, [], [DATASET]),
+            ("train_model", {"model": "m"}, [DATASET], [CKPT, METRICS]),
+            ("model", {"model": "m"}, [CKPT, METRICS], [MODEL]),
+            ("activations", {"model": "m", "dataset": "world", "layer": "layer3"}, [MODEL, CKPT, DATASET], [SUMMARY])]
+    for rule, wildcards, inputs, outputs in jobs:
+        save({"rule": rule, "wildcards": wildcards, "params": {"code": "dddddddddddddddd", "batch_size": "16"},
+              "inputs": {p: content_hash(wf / p) for p in inputs}, "outputs": {p: content_hash(wf / p) for p in outputs},
+              "code_version": "dddddddddddddddd", "git_commit": "abc123", "git_dirty": "false"}, wf)
+
+
+@pytest.mark.reliability
+def test_an_edited_artifact_is_flagged_without_mlflow(workflow, capsys):
+    from nexplain.lineage import EDITED
+
+    wf = workflow["wf"]
+    _save_jobs(wf)
+    nodes = _lineage_json(capsys, SUMMARY, "--workdir", str(wf), "--no-mlflow")["nodes"]
+    assert not any(n.get("edited") for n in nodes.values())
+    act = nodes[SUMMARY]  # the job's record stands in for MLflow's run
+    assert act["params"] == {"batch_size": "16", "code": "dddddddddddddddd"} and act["git_commit"] == "abc123"
+    assert all(i["recorded"] == i["current"] and not i["differs"] for i in act["inputs"])
+
+    edit = b'{"acc": 0.99}'
+    (wf / METRICS).write_bytes(edit)  # a hand edit, after train_model made it
+    (wf / DATASET / "index.csv").write_bytes(b"image,split\na.png,test\n")
+    nodes = _lineage_json(capsys, SUMMARY, "--workdir", str(wf), "--no-mlflow")["nodes"]
+    assert {k for k, n in nodes.items() if n.get("edited")} == {METRICS, DATASET}
+    assert nodes[METRICS]["edited"] == EDITED and nodes[METRICS]["saved_hash"] == workflow["hashes"][METRICS]
+    assert main(["lineage", SUMMARY, "--workdir", str(wf), "--no-mlflow"]) == 0
+    out = capsys.readouterr().out
+    assert f"{METRICS}  sha256:{_sha(edit)[:12]}  rule train_model  (same job as {CKPT})" in out
+    assert out.count(f"! {EDITED} (recorded {workflow['hashes'][METRICS][:19]})") == 1  # walked once
+    assert f"! {EDITED} (recorded {workflow['hashes'][DATASET][:19]})" in out
+    assert main(["lineage", SUMMARY, "--workdir", str(wf)]) == 0  # and with MLflow
+    assert f"! {EDITED} (recorded {workflow['hashes'][METRICS][:19]})" in capsys.readouterr().out
+
+
+def test_a_file_unlike_the_version_dvc_lock_pins_is_flagged(workflow, capsys):
+    from nexplain.lineage import EDITED, UNPINNED
+
+    wf = workflow["wf"]
+    listing = json.dumps([{"md5": hashlib.md5(b"weights-0").hexdigest(), "relpath": "models/m/checkpoint.pt"},
+                          {"md5": hashlib.md5(b'{"layers": []}').hexdigest(), "relpath": "models/m/model.json"}])
+    md5 = hashlib.md5(listing.encode()).hexdigest()
+    _write(wf / ".dvc" / "cache" / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir", listing.encode())
+    (wf / "dvc.lock").write_text(f"stages:\n  pipeline:\n    outs:\n    - path: results\n      hash: md5\n"
+                                 f"      md5: {md5}.dir\n")
+    nodes = _lineage_json(capsys, SUMMARY, "--workdir", str(wf), "--no-mlflow")["nodes"]
+    assert nodes[CKPT]["edited"] == UNPINNED and nodes[MODEL]["edited"] is None  # no record of ours: dvc.lock
+    _save_jobs(wf)
+    (wf / CKPT).write_bytes(b"weights-0")  # `dvc checkout` brought back the pinned version: not an edit
+    assert _lineage_json(capsys, SUMMARY, "--workdir", str(wf), "--no-mlflow")["nodes"][CKPT]["edited"] is None
+    (wf / MODEL).write_bytes(b'{"layers": ["x"]}')
+    assert _lineage_json(capsys, SUMMARY, "--workdir", str(wf), "--no-mlflow")["nodes"][MODEL]["edited"] == EDITED

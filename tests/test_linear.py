@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import ElasticNet
 
-from nexplain.errors import ConfigError
-from nexplain.linear import LinearSettings, elastic_net, explain_units, keep_concepts
+from nexplain.errors import ConfigError, DataError
+from nexplain.linear import ConceptFilter, LinearSettings, elastic_net, explain_units, keep_concepts, linear_table
 from nexplain.splits import make_splits, split_masks
 
 
@@ -119,3 +119,73 @@ def test_dead_unit_and_bad_settings():
         LinearSettings(alpha=0)
     with pytest.raises(ConfigError, match="v >= 1"):
         LinearSettings(v=0)
+
+
+def test_concept_filter_is_a_setting():
+    """`linear.concept_filter` as the rule's params carry it decides which concepts are kept:
+    a rare strong concept passes with top 1 only, a weak one with a lower min_mean only."""
+    rng = np.random.default_rng(6)
+    P = concept_matrix(rng, 1000, 6)
+    m = masks_for(1000)
+    tr = np.flatnonzero(m["train"])
+    P[:, 2] = 0.0
+    P[tr[:2], 2] = 0.9                                  # top 1: 0.9; top 5: 0.36
+    P[:, 4] = 0.4 * rng.random(1000)                    # top 5 just under 0.4
+    Q = np.column_stack([P[:, 4] + 0.01 * rng.standard_normal(1000), P[:, 0]])
+    kept = {}
+    for top, min_mean in [(5, 0.5), (1, 0.5), (5, 0.3)]:
+        config = {"linear": {"concept_filter": {"top": top, "min_mean": min_mean}}}
+        s = LinearSettings(concept_filter=config["linear"]["concept_filter"])
+        exps, keep, W = explain_units(P, Q, m, s)
+        kept[top, min_mean] = np.flatnonzero(keep).tolist()
+        assert all(keep[c] for e in exps for c in e.concepts) and (W[~keep] == 0).all()
+        assert (linear_table(exps, list("abcdef"), keep, W)["n_concepts_kept"] == keep.sum()).all()
+    assert kept == {(5, 0.5): [0, 1, 3, 5], (1, 0.5): [0, 1, 2, 3, 5], (5, 0.3): [0, 1, 2, 3, 4, 5]}
+    assert exps[0].concepts[0] == 4  # the weak concept, once kept, explains unit 0
+    assert LinearSettings().concept_filter == ConceptFilter(top=5, min_mean=0.5)  # METHODS' values
+
+
+@pytest.mark.reliability
+def test_no_concept_passing_the_filter_is_a_one_line_error():
+    rng = np.random.default_rng(7)
+    P = 0.3 * rng.random((500, 8))
+    P[:100, 2] = 0.42                                  # the best concept: top-5 mean 0.42 < 0.5
+    m, Q = masks_for(500), rng.standard_normal((500, 2))
+    with pytest.raises(DataError) as err:
+        explain_units(P, Q, m, matrix="results/world/concept_matrix/label.parquet")
+    assert str(err.value) == (
+        "results/world/concept_matrix/label.parquet: none of its 8 concepts passes linear.concept_filter "
+        "{top: 5, min_mean: 0.5}: the largest mean of a concept's top 5 train values is 0.42; "
+        "lower linear.concept_filter.min_mean to 0.42 or less")
+    _, keep, _ = explain_units(P, Q, m, LinearSettings(concept_filter={"top": 5, "min_mean": 0.42}))
+    assert np.flatnonzero(keep).tolist() == [2]       # the advice works
+    P[:, :] = 0.8                                      # above min_mean, but constant
+    with pytest.raises(DataError, match=r"^m.parquet: none of its 8 concepts .* every concept is constant on "
+                                        r"the train split \(std < 1e-05\); fix the concept matrix$"):
+        keep_concepts(P[m["train"]], what="m.parquet")
+    for bad in ({"top": 0, "min_mean": 0.5}, {"top": 5, "min_mean": 1.5}, {"top": 5, "mean": 0.5}, None):
+        with pytest.raises(ConfigError, match="linear.concept_filter: need"):
+            LinearSettings(concept_filter=bad)
+
+
+@pytest.mark.reliability
+def test_nan_is_refused_not_taken_for_a_dead_unit():
+    """A constant unit is dead (flagged, NaN correlations); a NaN activation or concept value is
+    an error naming the file, not a dead unit or a silently dropped concept."""
+    rng = np.random.default_rng(8)
+    P = concept_matrix(rng, 500, 8)
+    Q = np.column_stack([np.zeros(500), P[:, 1] + 0.1 * rng.standard_normal(500)])
+    m = masks_for(500)
+    exps, keep, W = explain_units(P, Q, m)
+    t = linear_table(exps, list("abcdefgh"), keep, W)
+    assert t["dead"].tolist() == [True, False] and t.loc[0, "length"] == 0 and t.loc[0, "bias"] == 0.0
+    assert np.isnan(t.loc[0, ["train_corr", "val_corr"]].astype(float)).all()
+    assert np.isfinite(t.loc[1, ["train_corr", "val_corr"]].astype(float)).all()
+    Q[7, 0] = np.nan
+    with pytest.raises(DataError, match=r"^summary.parquet: 1 of its 2 units hold NaN or infinite values "
+                                        r"\(first: unit 0\); NaN is not a dead unit"):
+        explain_units(P, Q, m, activations="summary.parquet")
+    Q[7, 0], P[3, 5] = 0.0, np.inf
+    with pytest.raises(DataError, match=r"^label.parquet: 1 of its 8 concepts hold NaN or infinite values "
+                                        r"\(first: concept 5\)"):
+        explain_units(P, Q, m, matrix="label.parquet")

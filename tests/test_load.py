@@ -9,7 +9,7 @@ from PIL import Image
 
 from clip_fixture import register_tiny_clip
 from nexplain.errors import ConfigError, ModelError
-from nexplain.models.load import load_model
+from nexplain.models.load import load_clip, load_model
 from nexplain.models.manifest import resolve_spec
 from nexplain.models.train import save_checkpoint
 
@@ -91,6 +91,69 @@ def test_corrupt_checkpoint_names_file_in_one_line(tmp_path):
     with pytest.raises(ModelError, match="cannot read checkpoint .*broken.pt") as e:
         load_model(checkpoint_spec(path))
     assert "\n" not in str(e.value)
+
+
+def test_checkpoint_errors_name_the_cause_not_torch_advice(tmp_path):
+    net = torchvision.models.resnet18(num_classes=5)
+    save_checkpoint(net, tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF  # inside the weights: torch.load alone would not notice
+    cases = {"random.pt": (np.random.default_rng(0).bytes(1000),
+                           "not a weights-only torch file (corrupt, or it would unpickle code): Unsupported operand"),
+             "empty.pt": (b"", "the file is empty"),
+             "truncated.pt": (good[:len(good) // 2], "a truncated or corrupt zip archive"),
+             "flipped.pt": (bytes(flipped), "a truncated or corrupt zip archive (Bad CRC-32 for file")}
+    for name, (data, cause) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelError) as e:
+            load_model(checkpoint_spec(tmp_path / name))
+        assert str(e.value).startswith(f"cannot read checkpoint {tmp_path / name}: {cause}"), str(e.value)
+        assert "\n" not in str(e.value) and "weights_only` set to `False" not in str(e.value)
+
+
+class _Opens:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_checkpoint_never_runs_code(tmp_path):
+    torch.save({"fc.weight": _Opens(tmp_path / "ran")}, tmp_path / "code.pt")
+    with pytest.raises(ModelError, match=r"it would unpickle code\): Unsupported global: GLOBAL io.open"):
+        load_model(checkpoint_spec(tmp_path / "code.pt"))
+    assert not (tmp_path / "ran").exists()
+
+
+def test_checkpoint_of_non_tensors(tmp_path):
+    state = torchvision.models.resnet18(num_classes=5).state_dict()
+    torch.save({**state, "fc.bias": [0.0] * 5}, tmp_path / "list.pt")
+    with pytest.raises(ModelError, match="entry 'fc.bias' is a list, not a tensor"):
+        load_model(checkpoint_spec(tmp_path / "list.pt"))
+
+
+def test_open_clip_bad_weights_file(tiny_clip, tmp_path):
+    """The world VLMs' path: a weights file handed to load_clip."""
+    from safetensors.torch import save_file
+
+    state = open_clip.create_model(tiny_clip).state_dict()
+    path = tmp_path / "vlm.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = load_clip({"name": tiny_clip, "pretrained": None}, str(path))[0]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match=f"cannot read checkpoint {path}: Error while deserializing header"):
+        load_clip({"name": tiny_clip, "pretrained": None}, str(path))
+    save_file({k: v.contiguous() for k, v in state.items() if k != "logit_scale"}, str(path))
+    with pytest.raises(ModelError, match=f"checkpoint {path} does not fit CLIP: 1 missing: logit_scale$"):
+        load_clip({"name": tiny_clip, "pretrained": None}, str(path))
+    path = tmp_path / "vlm.pt"
+    torch.save({"logit_scale": _Opens(tmp_path / "ran")}, path)
+    with pytest.raises(ModelError, match=f"cannot read checkpoint {path}: not a weights-only torch file"):
+        load_clip({"name": tiny_clip, "pretrained": None}, str(path))
+    assert not (tmp_path / "ran").exists()
 
 
 def test_torchvision_weights_absent_offline(tmp_path, monkeypatch):

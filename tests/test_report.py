@@ -134,3 +134,22 @@ def test_range_figures_are_pngs_and_bad_input_names_the_unit(tables, images, tmp
         ranges_figure(tmp_path / "x.png", formulas["clustered"], 3, ids, maps, images)
     with pytest.raises(DataError, match="image id 3 is past the dataset's 3 images"):
         ranges_figure(tmp_path / "x.png", formulas["clustered"], 0, ids, maps, images[:3])
+
+
+def test_dead_and_unexplained_units_read_as_words(tables, images, tmp_path, monkeypatch):
+    """The per-unit table says (dead) for a dead unit and (none) where no concept explains a live
+    unit or range; a range figure labels a missing IoU with a dash, never "nan"."""
+    formulas, linear, sims, ti, _ = tables
+    formulas["clustered"] = pd.concat([formulas["clustered"],
+                                       _formula([0, 2], [np.nan, np.nan], ["empty", "dead"]).assign(
+                                           cluster=[2, -1], lo=[2.0, np.nan], hi=[3.0, np.nan], formula=None)])
+    le = linear["le_label"]
+    le["concepts"], le["weights"] = [["a", "b"], [], []], [[0.5, -0.25], [], []]  # unit 1: live, explained by none
+    u = unit_table(formulas, linear, sims["label"], ti).set_index("unit")
+    assert u.loc[2, "netdissect"] == "(dead)" and u.loc[2, "clustered"] == "(dead)" and u.loc[2, "le_label"] == "(dead)"
+    assert u.loc[0, "clustered"] == "0.00-1.00: c0 | 1.00-2.00: c0 | 2.00-3.00: (none)"
+    assert u.loc[1, "le_label"] == "(none)"
+    labels = []
+    monkeypatch.setattr("nexplain.range_figures._figure", lambda path, title, rows, *a: labels.extend(rows))
+    ranges_figure(tmp_path / "r.png", formulas["clustered"], 0, *_maps(), images)
+    assert labels[2]["label"] == "range 2: (2, 3]\n(none)\nIoU \u2013, 10 cells\n[empty]"

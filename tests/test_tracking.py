@@ -74,7 +74,7 @@ def _job(root, rule="train_model"):
 
 def test_a_job_logs_one_child_run_with_its_provenance(tracked):
     job = _job(tracked.root)
-    run_id = tracking.log_job(job, Outcome(metrics={"test_accuracy": 0.5, "val_accuracy": [0.1, 0.3]},
+    run_id = tracking.JobRun(job).finish(Outcome(metrics={"test_accuracy": 0.5, "val_accuracy": [0.1, 0.3]},
                                            artifacts=["out.json"]), "FINISHED", 1.5)
     run = tracked.client.get_run(run_id)
     tags = run.data.tags
@@ -99,7 +99,7 @@ def test_the_parent_run_ends_with_the_workflow(tracked):
 
 def test_untracked_jobs_log_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv(tracking.ENV_URI, raising=False)
-    assert tracking.log_job(_job(tmp_path), Outcome(), "FINISHED", 0.1) is None
+    assert tracking.JobRun(_job(tmp_path)).finish(Outcome(), "FINISHED", 0.1) is None
     assert log_parent_artifacts("report", [str(tmp_path / "job.log")]) is None
 
 
@@ -111,7 +111,7 @@ def test_report_files_and_folders_go_to_the_parent_run(tracked):
     (figures / "sub" / "x.png").write_bytes(b"png2")
     (figures / ".snakemake_timestamp").touch()
     parent = log_parent_artifacts("report/m/d/layer4", ["out.json", figures, "missing.bin"])
-    run_id = tracking.log_job(job, Outcome(artifacts=["out.json"]), "FINISHED", 0.5)
+    run_id = tracking.JobRun(job).finish(Outcome(artifacts=["out.json"]), "FINISHED", 0.5)
     assert parent == tracked.env[tracking.ENV_PARENT]
 
     def files(run, path=None):
@@ -125,3 +125,58 @@ def test_report_files_and_folders_go_to_the_parent_run(tracked):
     local = tracked.client.download_artifacts(parent, "report/m/d/layer4/units/sub/x.png", str(tracked.root / "dl"))
     assert open(local, "rb").read() == b"png2"
     assert files(run_id) == ["job.log", "out.json", "provenance.json"]  # the child run keeps its own
+
+
+@pytest.mark.reliability
+def test_a_metric_that_is_not_a_number_is_a_warning_not_a_crash(tracked, caplog):
+    job = _job(tracked.root)
+    run_id = tracking.JobRun(job).finish(Outcome(metrics={"test_accuracy": None, "curve": [0.1, "x"], "ok": 1}),
+                                         "FINISHED", 1.0)
+    run = tracked.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"ok": 1.0, "curve": 0.1, "wall_s": 1.0}
+    assert "metric test_accuracy is None, not a number; not logged" in caplog.text
+    assert "metric curve step 2 is 'x'" in caplog.text
+
+
+@pytest.mark.reliability
+def test_a_store_that_fails_mid_record_leaves_a_failed_run_and_a_working_job(tracked, caplog, monkeypatch):
+    job = _job(tracked.root)
+    run = tracking.JobRun(job)
+    assert tracked.client.get_run(run.run_id).info.status == "RUNNING"  # opened at the start: a kill leaves it
+
+    def down(*a, **k):
+        raise ConnectionError("store is down")
+
+    monkeypatch.setattr(run.client, "log_batch", down)
+    assert run.finish(Outcome(metrics={"a": 1.0}), "FINISHED", 1.0) is None
+    assert tracked.client.get_run(run.run_id).info.status == "FAILED"
+    assert "could not record this job's run" in caplog.text and "ConnectionError: store is down" in caplog.text
+
+
+@pytest.mark.reliability
+def test_an_unreachable_store_leaves_the_job_untracked(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(tracking.ENV_URI, "http://127.0.0.1:9")
+    monkeypatch.setenv(tracking.ENV_EXPERIMENT, "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run = tracking.JobRun(_job(tmp_path))
+    assert run.run_id is None and run.finish(Outcome(), "FINISHED", 0.1) is None
+    assert "could not open this job's run" in caplog.text
+
+
+@pytest.mark.reliability
+def test_runs_of_a_killed_invocation_are_marked_killed_at_the_next_start(tracked, monkeypatch):
+    # a killed invocation: its parent (a dead process) and one job run left RUNNING
+    dead = tracking.Process(tracking.Process.this().host, 1, "0")
+    client, exp = tracked.client, tracked.env[tracking.ENV_EXPERIMENT]
+    old_parent = tracked.env[tracking.ENV_PARENT]
+    client.set_tag(old_parent, "nexplain.process", str(dead))
+    orphan = tracking.JobRun(_job(tracked.root)).run_id
+    other = client.create_run(exp, tags={"nexplain.kind": "workflow", "nexplain.workdir": "/elsewhere"}).info.run_id
+    env = tracking.start_workflow({"experiment": "t"}, tracked.root, tracked.root, "snakemake --cores 2")
+    status = {r: client.get_run(r).info.status for r in (old_parent, orphan, other, env[tracking.ENV_PARENT])}
+    assert status == {old_parent: "KILLED", orphan: "KILLED", other: "RUNNING", env[tracking.ENV_PARENT]: "RUNNING"}
+    live = tracking.JobRun(_job(tracked.root)).run_id  # a job of the live run
+    tracking.end_workflow(ok=False)
+    assert client.get_run(live).info.status == "KILLED"
+    assert client.get_run(env[tracking.ENV_PARENT]).info.status == "FAILED"

@@ -1,12 +1,18 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from broden_fixture import SPLITS, write_broden_fixture
+from nexplain.data.broden import open_broden
+from nexplain.data.folder import open_csv
 from nexplain.data.images import ImageTable
 from nexplain.errors import DataError
 from nexplain.models.load import load_model
-from nexplain.models.train import augment, decode_images, save_checkpoint, train_classifier
+from nexplain.models.train import (augment, decode_images, labelled_splits, save_checkpoint,
+                                   train_classifier)
 
 COLORS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 200, 40)]
 KW = dict(arch="resnet18", image_size=32, epochs=3, batch_size=16, lr=0.02, weight_decay=5e-4,
@@ -41,6 +47,7 @@ def test_trains_and_reports(table):
     assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["val_accuracy"] <= 1
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (48, 8, 8)
     assert "seconds" not in metrics  # artifacts carry no timings
+    assert "unlabelled_images" not in metrics  # a fully labelled dataset: the keys of old
 
 
 def test_same_call_same_checkpoint_bytes(table, tmp_path):
@@ -76,3 +83,43 @@ def test_needs_labels(table):
     unlabelled = ImageTable(table.root, table.paths, table.splits)
     with pytest.raises(DataError, match="labels"):
         train_classifier(unlabelled, **KW)
+
+
+def test_unlabelled_images_left_out(table, caplog):
+    """No -1 target reaches the loss (it crashed) or the accuracy (it counted as wrong)."""
+    labels = table.labels.copy()
+    labels[[0, 1, 2, 60]] = -1  # 3 train images, 1 test image
+    unlabelled = ImageTable(table.root, table.paths, table.splits, labels, table.class_names,
+                            {"labels_file": "world/image_class.csv"})
+    with caplog.at_level(logging.WARNING, logger="nexplain"):
+        _, metrics = train_classifier(unlabelled, **KW | {"epochs": 1})
+    assert metrics["unlabelled_images"] == {"train": 3, "val": 0, "test": 1}
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (45, 8, 7)
+    assert round(metrics["test_accuracy"] * 7, 6).is_integer()
+    assert ("images without a class in world/image_class.csv are left out of training and "
+            "evaluation: train 3 of 48, val 0 of 8, test 1 of 8") in caplog.text
+
+
+def test_metric_split_without_labelled_images_refused(tmp_path):
+    """Broden's val images lack rows in image_class.csv: refused, not a val accuracy of 0."""
+    fx = write_broden_fixture(tmp_path / "b")
+    (fx.root / "classes.csv").write_text("number,name,rule\n0,cat,a\n1,dog,b\n")
+    rows = [f"{im},{i % 2}" for i, (im, split) in enumerate(zip(fx.images, SPLITS)) if split == "train"]
+    (fx.root / "image_class.csv").write_text("image,class\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as e:
+        train_classifier(open_broden(fx.root).table, **KW | {"batch_size": 1, "epochs": 1})
+    assert str(e.value) == (f"{fx.root.resolve() / 'image_class.csv'} gives none of the 2 val images "
+                            "a class; the val accuracy needs labelled images")
+
+
+def test_unlabelled_csv_rows(tmp_path):
+    """A CSV's negative integer label means no class too; messages name the CSV."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,split\n" + "a.png,1,train\n" * 3 + "a.png,-1,train\na.png,-1,test\n")
+    with pytest.raises(DataError, match=f"^{csv} gives none of the 1 test images a class"):
+        labelled_splits(open_csv(csv))
+    csv.write_text("path,label,split\n" + "a.png,1,train\n" * 3 + "a.png,-1,train\n")
+    with pytest.raises(DataError, match=rf"3 training images \(1 more have no class in {csv}\), fewer than "
+                                        "one batch of 16"):
+        train_classifier(open_csv(csv), **KW)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from browser import check_page, needs_chromium, screenshot
 from nexplain.errors import DataError
+from nexplain.report import unit_table
 from nexplain.unit_pages import write_pages
 
 NAMES = {"formulas": ["netdissect", "clustered"], "linear": ["le_label"]}
@@ -77,6 +78,41 @@ def test_bad_input_names_the_file_and_what_is_missing(report, tmp_path):
         write_pages(tmp_path / "x", r["units"].drop(columns="le_label_val_corr"), r["scores"], [0], NAMES, "label",
                     r["figs"], r["layer"], source="units.parquet")
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def _rows(method_rows):
+    cols = ["unit", "cluster", "status", "lo", "hi", "n_cells", "formula", "length", "iou"]
+    return pd.DataFrame(method_rows, columns=cols)
+
+
+@pytest.mark.reliability
+def test_a_dead_unit_page_says_dead_and_never_nan(tmp_path):
+    """Unit 1 is dead (constant) for every method, as the method tables write it: bounds, IoU and
+    correlations NaN, no formula. Unit 0 is live, with a range that holds no cells."""
+    nan = np.nan
+    formulas = {"netdissect": _rows([[0, 0, "ok", 0.5, 2.0, 10, "red", 1, 0.3],
+                                     [1, -1, "dead", 0.0, 0.0, 0, None, 0, nan]]),
+                "clustered": _rows([[0, 0, "ok", 0.0, 1.0, 5, "sky", 1, 0.2],
+                                    [0, 1, "empty", 1.0, 2.0, 0, None, 0, nan],
+                                    [1, -1, "dead", nan, nan, 0, None, 0, nan]])}
+    linear = {"le_label": pd.DataFrame({"unit": [0, 1], "concepts": [["red"], []], "weights": [[1.0], []],
+                                        "bias": [0.1, 0.7], "length": [1, 0], "val_corr": [0.8, nan],
+                                        "dead": [False, True]})}
+    sim = pd.DataFrame({"explainer": ["le_label", "le_label", "netdissect", "netdissect", "clustered", "clustered"],
+                        "unit": [0, 1] * 3, "dead": [False, True] * 3, "corr_test": [0.5, nan, 0.2, nan, 0.1, nan]})
+    ti = pd.DataFrame({"unit": [0, 1], "computed": True, "dead": [False, True], "ti_0.02": [0.1, nan]})
+    units = unit_table(formulas, linear, sim, ti)
+    scores = pd.DataFrame({"section": ["metrics"], "method": ["netdissect"], "simulator": [""], "metric": ["iou"],
+                           "mean": [nan], "std": [nan], "n": [0]})
+    names = {"formulas": ["netdissect", "clustered"], "linear": ["le_label"]}
+    write_pages(tmp_path / "pages", units, scores, [0, 1], names, "label", tmp_path / "figs", {})
+    dead = (tmp_path / "pages" / "unit_0001.html").read_text()
+    assert "<p>dead: the unit's activations are constant, so it has no ranges.</p>" in dead
+    assert dead.count("<code>(dead)</code>") == 2  # NetDissect and LE
+    live = (tmp_path / "pages" / "unit_0000.html").read_text()
+    assert "<td>1.00-2.00</td><td><code>(none)</code></td>" in live  # the empty range
+    for name in ("unit_0000.html", "unit_0001.html", "index.html"):
+        assert not re.search(r"\bnan\b", (tmp_path / "pages" / name).read_text(), re.IGNORECASE), name
 
 
 @needs_chromium

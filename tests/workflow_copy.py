@@ -32,13 +32,13 @@ def merged(base: dict, over: dict) -> dict:
 
 
 def copy_workflow(wf: Path, dvc: bool = False) -> Path:
-    """Snakefile, rules, scripts, envs, concept_sets, report (captions), src/nexplain and tiny.yaml; with `dvc`,
+    """Snakefile, rules, scripts, envs, concept_sets, report (captions), profiles, src/nexplain and tiny.yaml; with `dvc`,
     also DVC's files, and config.yaml is tiny.yaml merged over it (dvc.yaml reads its params from config.yaml
     alone), so `snakemake` and `snakemake --configfile tiny.yaml` plan the same jobs."""
     wf.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml") + ((".dvcignore", "dvc.yaml") if dvc else ()):
         shutil.copy(REPO / name, wf / name)
-    for name in ("rules", "scripts", "envs", "concept_sets", "report") + ((".dvc",) if dvc else ()):
+    for name in ("rules", "scripts", "envs", "concept_sets", "report", "profiles") + ((".dvc",) if dvc else ()):
         shutil.copytree(REPO / name, wf / name, ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     shutil.copytree(REPO / "src" / "nexplain", wf / "src" / "nexplain",
                     ignore=shutil.ignore_patterns("__pycache__"))

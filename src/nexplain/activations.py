@@ -90,7 +90,7 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
     maps_path = Path(maps_path)
     maps_path.parent.mkdir(parents=True, exist_ok=True)
     # The spill lives beside the outputs: on disk, not on a RAM-backed /tmp.
-    fd, spill = tempfile.mkstemp(prefix=f".{maps_path.name}.", suffix=".spill", dir=maps_path.parent)
+    fd, spill = tempfile.mkstemp(prefix=f".{maps_path.name}.spill.", suffix=".tmp", dir=maps_path.parent)
     summary = None
     try:
         with atomic_path(summary_path) as summary_tmp:

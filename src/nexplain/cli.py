@@ -10,9 +10,10 @@ from nexplain.errors import NexplainError
 
 
 def _check_config(args) -> None:
-    from nexplain.config import load_config
+    from nexplain.config import check_plan, load_config
 
-    load_config(args.config)
+    config = load_config(args.config)
+    check_plan(config, source=args.config, workdir=Path.cwd())  # what the workflow checks before any job
     print(f"{args.config}: valid")
 
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="nexplain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check-config", help="validate a config file against the schema")
+    p = sub.add_parser("check-config", help="validate a config file: the schema, layer names, concept sets")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.set_defaults(func=_check_config)
 
@@ -89,13 +90,15 @@ def main(argv=None) -> int:
     p.add_argument("--package-root", default="src")
     p.set_defaults(func=_code_files)
 
-    p = sub.add_parser("lineage", help="the rules, params, input hashes and MLflow runs behind an artifact")
+    p = sub.add_parser("lineage", help="the rules, params, input hashes and MLflow runs behind an artifact; "
+                                       "flags files changed since their job made them")
     p.add_argument("path")
     p.add_argument("--dependents", action="store_true", help="list the artifacts that depend on PATH instead")
     p.add_argument("--workdir", default=".", help="the workflow dir holding .snakemake/")
     p.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else <workdir>/mlflow.db)")
     p.add_argument("--experiment", default="nexplain")
-    p.add_argument("--no-mlflow", action="store_true", help="use Snakemake's records alone")
+    p.add_argument("--no-mlflow", action="store_true",
+                   help="use the workdir's records alone (Snakemake's, nexplain's content records, dvc.lock)")
     p.add_argument("--json", action="store_true", help="one machine-readable JSON object")
     p.set_defaults(func=_lineage)
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import yaml
 
-from nexplain.errors import ConfigError
+from nexplain.errors import ConfigError, DataError, ModelError
 
 BRODEN_KINDS = ("world", "broden")  # kinds that carry pixel concept masks
+SPLITS = ("train", "val", "test")   # the order of linear.split.fractions
 
 
 @functools.cache
@@ -39,18 +42,44 @@ def validate_config(config: dict, source: str = "config") -> dict:
                     key=lambda e: (list(map(str, e.absolute_path)), e.validator != "type", e.message))
     if errors:
         e = errors[0]
-        raise ConfigError(f"{source}: key '{_key(e.absolute_path)}': {e.message}")
+        raise ConfigError(_one_line(f"{source}: key '{_key(e.absolute_path)}': {e.message}{_explained(e)}"))
     _check_references(config, source)
     return config
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")  # a newline inside a value stays visible
+
+
+def _explained(error) -> str:
+    """What jsonschema's message leaves out: the keys a block takes, or why a bound exists."""
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        return f"; valid keys: {', '.join(_keys(error.schema))}"
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f" ({description})" if description else ""
+
+
+def _keys(node: dict) -> list[str]:
+    """The properties a schema node declares itself or through `$ref` and `allOf`."""
+    out = []
+    if node.get("$ref", "").startswith("#/$defs/"):  # the shared keys first, as the configs write them
+        out += _keys(schema()["$defs"][node["$ref"].rpartition("/")[2]])
+    out += list(node.get("properties", {}))
+    for sub in node.get("allOf", []):
+        out += _keys(sub)
+    return list(dict.fromkeys(out))
 
 
 def _check_references(config: dict, source: str) -> None:
     datasets, models = config["datasets"], config["models"]
     for name, ds in datasets.items():
         if ds["kind"] == "world":
-            total = sum(ds["generate"]["splits"].values())
+            g = ds["generate"]
+            total = sum(g["splits"].values())
             if not math.isclose(total, 1.0, abs_tol=1e-6):
                 raise ConfigError(f"{source}: key 'datasets.{name}.generate.splits': fractions sum to {total:g}, expected 1")
+            _nonempty_splits({s: g["splits"][s] for s in SPLITS}, g["n_images"],
+                             f"datasets.{name}.generate.splits", "", source)
     for name, m in models.items():
         if m["source"] == "train":
             _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
@@ -74,9 +103,18 @@ def _check_references(config: dict, source: str) -> None:
                 _must_name(s, matrices, f"{key}.sources", source)
                 _needs_concept_set(datasets, t["dataset"], s, f"{key}.sources", source)
     lin = config.get("linear") or {}
-    if lin.get("targets") and not math.isclose(sum(lin["split"]["fractions"]), 1.0, abs_tol=1e-6):
+    trained_vlms = [v for v, spec in vlms.items() if spec["source"] == "train"]
+    if trained_vlms and not lin:  # they train on, and are evaluated on, the linear split
+        raise ConfigError(f"{source}: key 'linear': trained VLMs ({', '.join(trained_vlms)}) use the split "
+                          f"'linear.split'; add a linear block (targets may be [])")
+    if lin and not math.isclose(sum(lin["split"]["fractions"]), 1.0, abs_tol=1e-6):
         raise ConfigError(f"{source}: key 'linear.split.fractions': fractions sum to "
                           f"{sum(lin['split']['fractions']):g}, expected 1")
+    split_users = {t["dataset"] for t in lin.get("targets", [])} | {vlms[v]["train"]["dataset"] for v in trained_vlms}
+    for name in sorted(split_users):
+        if datasets[name]["kind"] == "world":  # other datasets' sizes are known once they are read
+            _nonempty_splits(dict(zip(SPLITS, lin["split"]["fractions"])), datasets[name]["generate"]["n_images"],
+                             "linear.split.fractions", f" of dataset '{name}'", source)
     for t in lin.get("targets", []):
         for s in lin["simulate"]["simulators"]:
             _must_name(s, matrices, "linear.simulate.simulators", source)
@@ -96,6 +134,21 @@ def _check_references(config: dict, source: str) -> None:
             _must_name(pure["ceiling"], list(vlms), "pure.ceiling", source)
 
 
+def split_sizes(fractions: list[float], n: int) -> list[int]:
+    """Images per split, cut as the world (`data.world`) and `splits.make_splits` cut them:
+    at the rounded cumulative fractions, the last cut at n."""
+    cuts = [round(c * n) for c in itertools.accumulate(fractions)]
+    cuts[-1] = n
+    return [b - a for a, b in zip([0, *cuts], cuts)]
+
+
+def _nonempty_splits(splits: dict, n: int, key: str, what: str, source: str) -> None:
+    for (split, fraction), size in zip(splits.items(), split_sizes(list(splits.values()), n)):
+        if size < 1:  # an empty split leaves its metric undefined (None), which crashed a job
+            raise ConfigError(f"{source}: key '{key}': the {split} split{what} gets {size} of {n} images "
+                              f"(fraction {fraction:g}); every split needs one: raise its fraction or n_images")
+
+
 def _needs_labels(datasets: dict, name: str, key: str, what: str, source: str) -> None:
     if datasets[name]["kind"] not in BRODEN_KINDS:
         raise ConfigError(f"{source}: key '{key}': '{name}' has no {what} (kind {datasets[name]['kind']}); "
@@ -110,7 +163,48 @@ def _needs_concept_set(datasets: dict, name: str, matrix: str, key: str, source:
 
 def _must_name(value: str, table, key: str, source: str) -> None:
     if value not in table:
-        raise ConfigError(f"{source}: key '{key}': '{value}' is not defined; valid choices: {', '.join(table)}")
+        raise ConfigError(f"{source}: key '{key}': {value!r} is not defined; valid choices: {', '.join(table)}")
+
+
+def check_plan(config: dict, source: str = "config", workdir=".") -> None:
+    """What the schema cannot see, checked before any job runs: concept-set files (relative to
+    `workdir`, as the rules read them) and every model's architecture and targeted layers.
+    Imports torch, so it is apart from `validate_config`; call it on a validated config."""
+    from nexplain.models.layers import skeleton, unknown_layer
+    from nexplain.vlm import read_concept_set  # the reader the VLM concept matrix uses
+
+    for name, ds in config["datasets"].items():
+        if "concept_set" in ds:
+            path = Path(workdir) / ds["concept_set"]
+            try:
+                read_concept_set(path)
+            except DataError as e:
+                raise ConfigError(_one_line(f"{source}: key 'datasets.{name}.concept_set': {e}")) from None
+    modules = {}
+    for name, spec in config["models"].items():
+        key = f"models.{name}.{'name' if spec['source'] == 'open_clip' else 'arch'}"
+        try:
+            modules[name] = skeleton(spec)
+        except ModelError as e:
+            raise ConfigError(_one_line(f"{source}: key '{key}': {e}")) from None
+    for key, model, layer in _layer_targets(config):
+        if modules[model] is None:  # an hf-hub model: only its file knows its layers
+            continue
+        reason = unknown_layer(modules[model], layer)
+        if reason:
+            raise ConfigError(_one_line(f"{source}: key '{key}': model '{model}': {reason}"))
+
+
+def _layer_targets(config: dict):
+    """(key, model, layer) of every layer a target names."""
+    for block in ("extract", "explain", "linear"):
+        for i, t in enumerate((config.get(block) or {}).get("targets", [])):
+            for j, layer in enumerate(t["layers"]):
+                yield f"{block}.targets.{i}.layers.{j}", t["model"], layer
+    for i, t in enumerate((config.get("pure") or {}).get("targets", [])):
+        yield f"pure.targets.{i}.layer", t["model"], t["layer"]
+        for j, layer in enumerate(t["earlier"]):
+            yield f"pure.targets.{i}.earlier.{j}", t["model"], layer
 
 
 MLFLOW_DEFAULTS = {"enabled": True, "tracking_uri": None, "experiment": "nexplain"}

@@ -1,12 +1,21 @@
-"""Atomic writes: an output is either complete or absent, never half-written."""
+"""Atomic writes: an output is either complete or absent, never half-written.
+
+Temporaries are hidden siblings named `.<output name>.<8 random chars>.tmp`: a killed job
+leaves them behind, and `nexplain.resume` sweeps that pattern at the next start.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+
+# the name of a temporary made here: "." + the output's name + "." + mkstemp's 8 random characters + ".tmp"
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def _umask() -> int:

@@ -1,7 +1,8 @@
 """Lineage of workflow artifacts: the rules, params, input hashes, code and MLflow runs behind a file.
 
 Facts are read where they live, never copied: `.snakemake/metadata` gives the graph, the files on
-disk their current hashes, MLflow's child runs (optional) named params and the hashes jobs saw.
+disk their current hashes, nexplain's content records (`nexplain.records`) and MLflow's child runs
+(optional) named params and the hashes jobs saw, dvc.lock the versions DVC pins.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import os
 import re
 from pathlib import Path
 
+from nexplain import records
 from nexplain.errors import NexplainError
 from nexplain.hashing import content_hash
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".bin"}
 DIFFERS = "recorded hash differs from the file on disk"
 GONE = "not on disk now (a temporary or deleted file); the run recorded its hash"
+EDITED = "changed after its job made it (its content no longer matches the job's record)"
+UNPINNED = "not the version dvc.lock pins (edited, or remade since dvc.lock was written)"
 
 
 def read_records(workdir: str | Path) -> dict[str, dict]:
@@ -64,6 +68,7 @@ class _Workflow:
     def __init__(self, workdir, uri=None, experiment="nexplain", use_mlflow=True):
         self.workdir = Path(workdir).resolve()
         self.records = read_records(self.workdir)
+        self.dvc = records.DvcLock(self.workdir)
         self._hashes, self._runs = {}, {}
         self.client = self.experiment_id = None
         db = self.workdir / "mlflow.db"  # where the workflow's own tracking puts its store by default
@@ -121,6 +126,15 @@ class _Workflow:
             self._hashes[key] = content_hash(path) if path.exists() else None
         return self._hashes[key]
 
+    def edited(self, key: str, current: str | None, saved: dict | None) -> str | None:
+        """EDITED when the file no longer matches its job's record; UNPINNED when only dvc.lock knows it."""
+        if current is None or (saved and saved["hash"] == current):
+            return None
+        pinned = self.dvc.matches(key)
+        if pinned:  # a version a rule made, brought back by `dvc checkout`
+            return None
+        return EDITED if saved else UNPINNED if pinned is False else None
+
     def run_for(self, rule: str, output: str, current: str | None):
         """(run, note): the newest run whose recorded output hash matches the file, else the newest, flagged."""
         if self.client is None:
@@ -148,7 +162,10 @@ class _Workflow:
             return {"path": key, "kind": "source", "hash": current, "role": _role(key, None, self.workdir)}
         run, note = self.run_for(rec["rule"], key, current)
         tags = run.data.tags if run else {}
-        recorded_in = _tag_json(run, "nexplain.inputs")
+        saved = records.load(key, self.workdir)
+        # without an MLflow run, the job's own record names the params and the input hashes it saw
+        job = saved if saved and saved["rule"] == rec["rule"] and not run else {}
+        recorded_in = _tag_json(run, "nexplain.inputs") if run else job.get("inputs") or {}
         inputs = []
         for raw in dict.fromkeys(rec.get("input", [])):
             path = self.normalise(raw)
@@ -156,14 +173,17 @@ class _Workflow:
             inputs.append({"path": path, "node": self.producer(path) or path, "current": cur,
                            "recorded": was, "differs": None not in (was, cur) and was != cur})
         reprs = rec.get("params", [])
+        params = run.data.params if run else job.get("params") if isinstance(job.get("params"), dict) else None
         return {
             "path": key, "kind": "output", "rule": rec["rule"], "hash": current,
             "role": _role(key, rec["rule"], self.workdir), "note": note,
             "recorded_hash": _tag_json(run, "nexplain.outputs").get(key),
-            "wildcards": _tag_json(run, "nexplain.wildcards") if run else None,
-            "params": dict(sorted(run.data.params.items())) if run else reprs,
-            "code_version": tags.get("nexplain.code_version") or _code_from_reprs(reprs),
-            "git_commit": tags.get("nexplain.git_commit"), "git_dirty": tags.get("nexplain.git_dirty"),
+            "edited": self.edited(key, current, saved), "saved_hash": saved["hash"] if saved else None,
+            "wildcards": _tag_json(run, "nexplain.wildcards") if run else job.get("wildcards"),
+            "params": reprs if params is None else dict(sorted(params.items())),
+            "code_version": tags.get("nexplain.code_version") or job.get("code_version") or _code_from_reprs(reprs),
+            "git_commit": tags.get("nexplain.git_commit") or job.get("git_commit"),
+            "git_dirty": tags.get("nexplain.git_dirty") or job.get("git_dirty"),
             "mlflow_run_id": run.info.run_id if run else None,
             "mlflow_parent_run_id": tags.get("mlflow.parentRunId"),
             "starttime": rec.get("starttime"), "endtime": rec.get("endtime"),
@@ -250,15 +270,14 @@ def format_lineage(result: dict) -> str:
             return
         seen.add(key)
         job = (node["rule"], node["mlflow_run_id"] or repr((node["params"], [i["path"] for i in node["inputs"]])))
+        sub = pad + "    "
         if job in jobs:  # another output of a job already shown
             lines.append(f"{pad}{key}  {_short(node['hash'])}  rule {node['rule']}  (same job as {jobs[job]})")
+            lines.extend(_flags(node, sub, job_notes=False))  # the job's own notes are shown above
             return
         jobs[job] = key
-        sub = pad + "    "
         lines.append(f"{pad}{key}  {_short(node['hash'])}  rule {node['rule']}{role}")
-        if node["note"]:
-            lines.append(f"{sub}! {node['note']}" + (f" (recorded {_short(node['recorded_hash'])})"
-                                                     if node["note"] in (DIFFERS, GONE) else ""))
+        lines.extend(_flags(node, sub))
         if node["wildcards"]:
             lines.append(f"{sub}wildcards: " + ", ".join(f"{k}={v}" for k, v in sorted(node["wildcards"].items())))
         if isinstance(node["params"], dict):
@@ -279,6 +298,18 @@ def format_lineage(result: dict) -> str:
 
     emit(result["root"], "")
     return "\n".join(lines)
+
+
+def _flags(node: dict, pad: str, job_notes: bool = True) -> list[str]:
+    """The `!` lines of an output: MLflow's note, and the file changed since its job or dvc.lock."""
+    lines = []
+    if node["note"] and (job_notes or node["note"] in (DIFFERS, GONE)):
+        lines.append(f"{pad}! {node['note']}" + (f" (recorded {_short(node['recorded_hash'])})"
+                                                 if node["note"] in (DIFFERS, GONE) else ""))
+    if node.get("edited"):
+        lines.append(f"{pad}! {node['edited']}" + (f" (recorded {_short(node['saved_hash'])})"
+                                                   if node["edited"] == EDITED else ""))
+    return lines
 
 
 def format_dependents(result: dict) -> str:

@@ -1,6 +1,7 @@
 """Linear Explanations (METHODS section 5): each unit as a short weighted sum of concepts.
 
-Two steps for all units of a layer:
+Concepts first pass `ConceptFilter` (`linear.concept_filter`) on the train split; a filter
+that keeps none is an error, not a layer of empty explanations. Then two steps for all units:
 
 1. `elastic_net`: on standardised train data (concepts and activations), minimise per unit
    1/(2 N) ||P w - q||^2 + lam * ((1 - alpha)/2 ||w||^2 + alpha ||w||_1)
@@ -15,12 +16,34 @@ Two steps for all units of a layer:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from nexplain.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+MIN_STD = 1e-5  # a concept's least train std (METHODS section 5)
+
+
+@dataclass(frozen=True)
+class ConceptFilter:
+    """`linear.concept_filter`: keep a concept whose `top` largest train values average at
+    least `min_mean` (and whose train std is >= MIN_STD)."""
+    top: int = 5
+    min_mean: float = 0.5
+
+    def __post_init__(self):
+        if not (isinstance(self.top, (int, np.integer)) and self.top >= 1 and 0 <= self.min_mean <= 1):
+            raise ConfigError(f"linear.concept_filter: need top >= 1 and 0 <= min_mean <= 1, "
+                              f"got top={self.top}, min_mean={self.min_mean}")
+
+    def __str__(self) -> str:
+        return f"{{top: {self.top}, min_mean: {self.min_mean}}}"
 
 
 @dataclass(frozen=True)
@@ -32,26 +55,55 @@ class LinearSettings:
     tol: float = 0.02       # least gain in val correlation to add a concept
     max_iter: int = 1000    # coordinate descent sweeps
     cd_tol: float = 1e-6    # coordinate descent stopping tolerance (scikit-learn's `tol`)
+    concept_filter: ConceptFilter = ConceptFilter()  # or the config's dict
 
     def __post_init__(self):
         if not self.lam > 0 or not 0 < self.alpha <= 1:
             raise ConfigError(f"linear: need lam > 0 and 0 < alpha <= 1, got lam={self.lam}, alpha={self.alpha}")
         if self.v < 1 or self.r < 1 or self.tol < 0:
             raise ConfigError(f"linear: need v >= 1, r >= 1, tol >= 0, got v={self.v}, r={self.r}, tol={self.tol}")
+        f = self.concept_filter
+        if isinstance(f, dict) and set(f) <= {"top", "min_mean"}:  # as the rule's params carry it
+            object.__setattr__(self, "concept_filter", ConceptFilter(**f))
+        elif not isinstance(f, ConceptFilter):
+            raise ConfigError(f"linear.concept_filter: need {{top: <int>, min_mean: <number>}}, got {f!r}")
 
 
-def keep_concepts(P_train: np.ndarray, top: int = 5, min_top: float = 0.5, min_std: float = 1e-5) -> np.ndarray:
-    """(C,) bool: the mean of a concept's `top` largest train values is >= min_top and its
-    train std >= min_std (train split only; the authors looked at every split)."""
+def keep_concepts(P_train: np.ndarray, f: ConceptFilter = ConceptFilter(),
+                  what: str = "the concept matrix") -> np.ndarray:
+    """(C,) bool: the concepts that pass `f` on the train split (the authors looked at every
+    split). Raises DataError, naming `what`, when none does: every explanation would be empty."""
     n, C = P_train.shape
-    k = min(top, n)
-    if k == 0:
-        return np.zeros(C, bool)
+    if n == 0 or C == 0:
+        raise DataError(f"{what}: nothing to explain with ({C} concepts, {n} train images); check it and linear.split")
+    k = min(f.top, n)
     top_mean = np.empty(C)
     for c in range(0, C, 256):  # column blocks: np.partition copies its input
         block = np.asarray(P_train[:, c:c + 256], np.float64)
         top_mean[c:c + 256] = -np.mean(np.partition(-block, k - 1, axis=0)[:k], axis=0)
-    return (top_mean >= min_top) & (_column_stats(P_train)[1] >= min_std)
+    varies = _column_stats(P_train)[1] >= MIN_STD
+    keep = (top_mean >= f.min_mean) & varies
+    if not keep.any():
+        raise DataError(_nothing_kept(what, f, top_mean, varies))
+    return keep
+
+
+def _nothing_kept(what: str, f: ConceptFilter, top_mean: np.ndarray, varies: np.ndarray) -> str:
+    head = f"{what}: none of its {len(top_mean)} concepts passes linear.concept_filter {f}"
+    if not varies.any():
+        return f"{head}: every concept is constant on the train split (std < {MIN_STD:g}); fix the concept matrix"
+    best = float(top_mean[varies].max())
+    scope = "" if varies.all() else f" (of the {int(varies.sum())} that vary on train)"
+    return (f"{head}: the largest mean of a concept's top {f.top} train values is {best:.3g}{scope}; "
+            f"lower linear.concept_filter.min_mean to {_floor3(best):g} or less")
+
+
+def _floor3(x: float) -> float:
+    """x rounded down to 3 significant digits: a min_mean that keeps the best concept."""
+    if x <= 0:
+        return 0.0
+    step = 10.0 ** (np.floor(np.log10(x)) - 2)
+    return float(np.floor(x / step) * step)
 
 
 ROWS_PER_CHUNK = 2048  # rows of P standardised at a time: bounds float64 copies at any size
@@ -190,16 +242,20 @@ def greedy(weights: np.ndarray, train: _Moments, val: _Moments, u: int, allowed:
 
 
 def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
-                  s: LinearSettings = LinearSettings(),
-                  progress: bool = False) -> tuple[list[Explanation], np.ndarray, np.ndarray]:
+                  s: LinearSettings = LinearSettings(), progress: bool = False,
+                  matrix: str = "the concept matrix",
+                  activations: str = "the activations") -> tuple[list[Explanation], np.ndarray, np.ndarray]:
     """LE for every unit: P (N, C) concepts, Q (N, U) activations, `masks` from
     `nexplain.splits.split_masks`. Returns explanations, the kept-concept mask and the
     elastic-net weights (C, U). Memory: the train rows of P once in their own dtype, and
-    C x C and C x U float64 products for train and val."""
+    C x C and C x U float64 products for train and val. `matrix` and `activations` name the
+    inputs in errors: non-finite values, or no concept passing `s.concept_filter`."""
     Q = np.asarray(Q, np.float64)
+    _refuse_non_finite(_column_means(P), matrix, "concepts", "a concept matrix holds probabilities: rebuild it")
+    _refuse_non_finite(Q.sum(0), activations, "units", "NaN is not a dead unit: check the model and re-extract")
     tr, va = masks["train"], masks["val"]
     P_tr = np.asarray(P)[tr]
-    keep = keep_concepts(P_tr)
+    keep = keep_concepts(P_tr, s.concept_filter, matrix)
     cols = np.flatnonzero(keep)
     P_tr = P_tr[:, cols] if len(cols) < P_tr.shape[1] else P_tr
     train = _Moments.of(P_tr, Q[tr])
@@ -213,7 +269,29 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
         e = greedy(W[cols, u], train, val, u, allowed, s)
         out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
                                e.train_corr, e.val_corr, e.dead))
+    _log_unexplained(out, s)
     return out, keep, W
+
+
+def _refuse_non_finite(column_sums: np.ndarray, what: str, kind: str, fix: str) -> None:
+    """A NaN would pass for a dead unit or a constant concept: refuse it, naming the input."""
+    bad = np.flatnonzero(~np.isfinite(column_sums))
+    if len(bad):
+        raise DataError(f"{what}: {len(bad)} of its {len(column_sums)} {kind} hold NaN or infinite values "
+                        f"(first: {kind[:-1]} {bad[0]}); {fix}")
+
+
+def _log_unexplained(exps: list[Explanation], s: LinearSettings) -> None:
+    """Units whose correlations are NaN, said in the log: dead ones (flagged in the table) and
+    live ones no concept explains (length 0, not dead)."""
+    dead = [u for u, e in enumerate(exps) if e.dead]
+    empty = [u for u, e in enumerate(exps) if not e.dead and not e.concepts]
+    if dead:
+        log.info("%d of %d units are dead (constant on train): no explanation, correlations NaN (first: %s)",
+                 len(dead), len(exps), dead[:10])
+    if empty:
+        log.warning("%d of %d units have no explanation: no concept raises their val correlation by tol=%g; "
+                    "correlations NaN (first: %s)", len(empty), len(exps), s.tol, empty[:10])
 
 
 def aligned(ids: np.ndarray, other_ids: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
@@ -228,7 +306,8 @@ def aligned(ids: np.ndarray, other_ids: np.ndarray, values: np.ndarray, what: st
 def linear_table(explanations: list[Explanation], names: list[str], keep: np.ndarray, W: np.ndarray):
     """One row per unit: concepts, their ids and weights, bias (raw units), length, train and
     val correlation, dead; plus how many concepts passed the filter and the elastic net's
-    non-zeros."""
+    non-zeros. The correlations are NaN exactly where the explanation is empty: a dead unit
+    (constant on train; bias = its value) or a live one that no concept explains (length 0)."""
     import pandas as pd
 
     return pd.DataFrame({

@@ -70,7 +70,12 @@ def _figure(path, title: str, rows: list[dict], image_ids, maps, paths, per_row:
 
 
 def _wrap(text, width: int = 30) -> str:
-    return "\n".join(textwrap.wrap(text or "(none)", width)) or "(none)"
+    return "\n".join(textwrap.wrap(text if isinstance(text, str) else "", width)) or "(none)"
+
+
+def _iou(x) -> str:
+    """An empty or unexplained range has no IoU: a dash, as on the unit pages, not "nan"."""
+    return f"{x:.3f}" if np.isfinite(x) else "\u2013"
 
 
 def ranges_figure(path, clustered: pd.DataFrame, unit: int, image_ids, maps, paths, per_row: int = 6) -> None:
@@ -83,7 +88,7 @@ def ranges_figure(path, clustered: pd.DataFrame, unit: int, image_ids, maps, pat
     if part.empty:
         raise DataError(f"unit {unit} is not in the Clustered CoEx table")
     rows = [{"label": f"range {int(r.cluster)}: ({r.lo:.3g}, {r.hi:.3g}]\n{_wrap(r.formula)}\n"
-                      f"IoU {r.iou:.3f}, {int(r.n_cells)} cells" + ("" if r.status == "ok" else f"\n[{r.status}]"),
+                      f"IoU {_iou(r.iou)}, {int(r.n_cells)} cells" + ("" if r.status == "ok" else f"\n[{r.status}]"),
              "lo": float(r.lo), "hi": float(r.hi)} for r in part.itertuples()]
     _figure(path, f"unit {unit}: Clustered CoEx ranges and the images with most cells in each",
             rows, image_ids, maps, paths, per_row)
@@ -96,6 +101,6 @@ def top_figure(path, formulas: dict[str, pd.DataFrame], unit: int, image_ids, ma
     if not rows:
         raise DataError("no NetDissect or CoEx table to draw a top-activation figure from")
     first = next(iter(rows.values()))
-    label = "\n".join(f"{n}: {_wrap(r['formula'], 26)}\n  IoU {r['iou']:.3f}" for n, r in rows.items())
+    label = "\n".join(f"{n}: {_wrap(r['formula'], 26)}\n  IoU {_iou(r['iou'])}" for n, r in rows.items())
     _figure(path, f"unit {unit}: top activations (> {first['lo']:.3g}, NetDissect / CoEx region)",
             [{"label": label, "lo": float(first["lo"]), "hi": float(first["hi"])}], image_ids, maps, paths, per_row)

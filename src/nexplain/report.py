@@ -63,9 +63,27 @@ def metrics_json(table: pd.DataFrame) -> dict:
     return out
 
 
+DEAD = "(dead)"  # a dead unit's explanation text: its numbers are NaN, never printed as "nan"
+NONE = "(none)"  # a live unit or range that no concept explains
+
+
 def _linear_text(row) -> str:
+    if row["dead"]:
+        return DEAD
     terms = " + ".join(f"{w:.2f} {c}" for w, c in zip(row["weights"], row["concepts"]))
-    return f"{terms} {'+' if row['bias'] >= 0 else '-'} {abs(row['bias']):.2f}" if terms else "(dead)"
+    return f"{terms} {'+' if row['bias'] >= 0 else '-'} {abs(row['bias']):.2f}" if terms else NONE
+
+
+def _ranges_text(g: pd.DataFrame) -> str:
+    """`lo-hi: formula` per range of one unit; a dead unit has one row, status dead, no range."""
+    if (g["status"] == "dead").all():
+        return DEAD
+    return " | ".join(f"{lo:.2f}-{hi:.2f}: {f if isinstance(f, str) and f else NONE}"
+                      for lo, hi, f in zip(g["lo"], g["hi"], g["formula"]))
+
+
+def _formula_text(t: pd.DataFrame) -> pd.Series:
+    return t["formula"].where(t["status"] != "dead", DEAD)
 
 
 def unit_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
@@ -73,19 +91,16 @@ def unit_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame
                beta: str = "ti_0.02") -> pd.DataFrame:
     """One row per unit: each method's explanation (clustered: one `lo-hi: formula` per range)
     with its IoU or val correlation, the test correlation of each explainer under
-    `simulation`, and TI at `beta`."""
+    `simulation`, and TI at `beta`. A dead unit's explanation reads DEAD; its scores stay NaN."""
     units = sorted(set().union(*(set(t["unit"]) for t in [*formulas.values(), *linear.values()])))
     out = pd.DataFrame({"unit": np.asarray(units, np.int64)}).set_index("unit")
     for name, t in formulas.items():
         if name == "clustered":
-            text = t.sort_values(["unit", "cluster"]).groupby("unit").apply(
-                lambda g: " | ".join(f"{lo:.2f}-{hi:.2f}: {f or '(none)'}" for lo, hi, f in zip(g["lo"], g["hi"], g["formula"])),
-                include_groups=False)
-            out[name] = text
+            out[name] = t.sort_values(["unit", "cluster"]).groupby("unit").apply(_ranges_text, include_groups=False)
             out[f"{name}_iou"] = t.groupby("unit")["iou"].mean()
         else:
             u = t.set_index("unit")
-            out[name], out[f"{name}_iou"] = u["formula"], u["iou"]
+            out[name], out[f"{name}_iou"] = _formula_text(u), u["iou"]
     for name, t in linear.items():
         u = t.set_index("unit")
         out[name] = u.apply(_linear_text, axis=1)

@@ -6,8 +6,9 @@ import logging
 import sys
 import time
 
-from nexplain.errors import NexplainError
-from nexplain.tracking import Outcome, log_job
+from nexplain import records
+from nexplain.errors import NexplainError, one_line
+from nexplain.tracking import JobRun, Outcome, job_record
 
 log = logging.getLogger("nexplain")
 
@@ -20,27 +21,30 @@ def setup_logging(logfile: str | None = None) -> None:
 
 
 def run_rule(snakemake, main) -> None:
-    """Run `main(snakemake)` and record it in MLflow; a NexplainError ends the job with its message, no traceback.
+    """Run `main(snakemake)` and record it; a NexplainError ends the job with its one-line message.
 
-    `main` may return an `Outcome` (metrics, artifacts) for the job's MLflow run.
+    `main` may return an `Outcome` (metrics, artifacts) for the job's MLflow run. Once `main`
+    returns, the outputs are complete: nothing after it (content record, MLflow) may fail the job.
     """
     setup_logging(snakemake.log[0] if snakemake.log else None)
     log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    run = JobRun(snakemake)
     start = time.perf_counter()
     try:
         outcome = main(snakemake) or Outcome()
     except NexplainError as e:
-        log.error("%s", e)
-        _record_failure(snakemake, start)
+        log.error("%s", one_line(e))
+        run.finish(Outcome(), "FAILED", time.perf_counter() - start)
         sys.exit(1)
-    except BaseException:
-        _record_failure(snakemake, start)
+    except BaseException as e:
+        run.finish(Outcome(), "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", time.perf_counter() - start)
         raise
-    log_job(snakemake, outcome, "FINISHED", time.perf_counter() - start)
-
-
-def _record_failure(snakemake, start: float) -> None:
+    wall_s = time.perf_counter() - start
+    log.info("outputs complete in %.1f s; recording the job", wall_s)
     try:
-        log_job(snakemake, Outcome(), "FAILED", time.perf_counter() - start)
-    except Exception as e:  # the job's own error is the one to report
-        log.warning("could not record the failed job in MLflow: %s", e)
+        record = job_record(snakemake)
+        records.save(record)
+    except Exception as e:
+        log.warning("could not record the content hashes of this job's outputs: %s", e)
+        record = None
+    run.finish(outcome, "FINISHED", wall_s, record)

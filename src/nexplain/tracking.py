@@ -23,6 +23,7 @@ from pathlib import Path
 from nexplain import __version__
 from nexplain.errors import NexplainError
 from nexplain.hashing import content_hash
+from nexplain.resume import Process
 
 log = logging.getLogger("nexplain.tracking")
 
@@ -96,8 +97,12 @@ def start_workflow(settings: dict, workdir: str | Path, basedir: str | Path, com
         exp_id = _retry(client.create_experiment, name, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id
+    killed = mark_killed_runs(client, exp_id, workdir)
+    if killed:
+        log.warning("MLflow: marked %d run(s) of killed invocations KILLED", killed)
     commit, dirty = git_state(basedir)
     tags = {"nexplain.kind": "workflow", "nexplain.command": command, "nexplain.version": __version__,
+            "nexplain.process": str(Process.this()),
             "nexplain.git_commit": commit, "nexplain.git_dirty": str(dirty).lower(),
             "nexplain.workdir": str(Path(workdir).resolve()), "mlflow.source.git.commit": commit}
     parent = _retry(client.create_run, exp_id, run_name="workflow", tags=tags)
@@ -114,47 +119,119 @@ def end_workflow(ok: bool) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(os.environ[ENV_URI])
-    _retry(client.set_terminated, os.environ[ENV_PARENT], "FINISHED" if ok else "FAILED")
+    parent = os.environ[ENV_PARENT]
+    try:
+        for child in _running(client, os.environ[ENV_EXPERIMENT], f"tags.mlflow.parentRunId = '{parent}'"):
+            _retry(client.set_terminated, child.info.run_id, "KILLED")  # jobs stopped with the workflow
+        _retry(client.set_terminated, parent, "FINISHED" if ok else "FAILED")
+    except Exception as e:  # the results are made; a record that fails must not fail the run
+        log.warning("MLflow: could not close the workflow's run %s (%s)", parent, _short(e))
 
 
-def log_job(snakemake, outcome: Outcome, status: str, wall_s: float) -> str | None:
-    """One child run for this job; returns its id, or None when the workflow runs untracked."""
-    if ENV_URI not in os.environ:
-        return None
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
+def mark_killed_runs(client, experiment_id: str, workdir: str | Path) -> int:
+    """RUNNING runs of this workdir whose invocation's process is gone, and their RUNNING jobs, become KILLED."""
+    where = f"tags.`nexplain.workdir` = '{Path(workdir).resolve()}'"
+    runs = _running(client, experiment_id, where)
+    dead = {r.info.run_id for r in runs if r.data.tags.get("nexplain.kind") == "workflow"
+            and not ((p := Process.parse(r.data.tags.get("nexplain.process", ""))) and p.alive())}
+    live = {r.info.run_id for r in runs if r.data.tags.get("nexplain.kind") == "workflow"} - dead
+    stale = [r for r in runs if r.info.run_id in dead
+             or (r.data.tags.get("nexplain.kind") == "job" and r.data.tags.get("mlflow.parentRunId") not in live)]
+    for r in stale:
+        _retry(client.set_terminated, r.info.run_id, "KILLED")
+    return len(stale)
 
-    t0 = time.perf_counter()
-    record = job_record(snakemake)
-    tags = {
-        "mlflow.parentRunId": os.environ.get(ENV_PARENT, ""),
-        "mlflow.source.name": f"scripts/{snakemake.rule}.py",
-        "mlflow.source.git.commit": record["git_commit"],
-        "nexplain.kind": "job",
-        **{f"nexplain.{k}": v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-           for k, v in record.items() if k != "params"},
-    }
-    tags = {k: v for k, v in tags.items() if v}
-    client = MlflowClient(os.environ[ENV_URI])
-    run = _retry(client.create_run, os.environ[ENV_EXPERIMENT], run_name=_run_name(snakemake), tags=tags)
-    run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    params = [Param(k, v) for k, v in record["params"].items()]
-    metrics = [Metric("wall_s", wall_s, now, 0)]
-    for key, value in outcome.metrics.items():
-        steps = enumerate(value, start=1) if isinstance(value, (list, tuple)) else [(0, value)]
-        metrics += [Metric(key, float(v), now, step) for step, v in steps]
-    for i in range(0, max(len(params), len(metrics)), BATCH):
-        _retry(client.log_batch, run_id, metrics=metrics[i:i + BATCH], params=params[i:i + BATCH])
-    with tempfile.TemporaryDirectory() as tmp:
-        prov = Path(tmp) / "provenance.json"
-        prov.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        for path in [prov, *snakemake.log, *outcome.artifacts]:
-            if Path(path).is_file():
-                _retry(client.log_artifact, run_id, str(path))
-    _retry(client.set_terminated, run_id, status)
-    log.info("MLflow run %s (%s) logged in %.2f s", run_id, status, time.perf_counter() - t0)
-    return run_id
+
+def _running(client, experiment_id: str, where: str) -> list:
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = _retry(client.search_runs, [experiment_id], f"attributes.status = 'RUNNING' and {where}",
+                      run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+class JobRun:
+    """A job's child run: opened RUNNING when the job starts (a killed job keeps its run, which the
+    next start marks KILLED), closed with the job's params, metrics and hashes when it ends.
+
+    Recording never breaks a job: any tracking failure is a warning, and the run is closed FAILED
+    where the store still answers.
+    """
+
+    def __init__(self, snakemake):
+        self.snakemake, self.run_id, self.client = snakemake, None, None
+        if ENV_URI not in os.environ:
+            return
+        try:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(os.environ[ENV_URI])
+            tags = {"mlflow.parentRunId": os.environ.get(ENV_PARENT, ""),
+                    "mlflow.source.name": f"scripts/{snakemake.rule}.py",
+                    "mlflow.source.git.commit": os.environ.get(ENV_GIT_COMMIT, ""),
+                    "nexplain.kind": "job", "nexplain.rule": snakemake.rule,
+                    "nexplain.wildcards": json.dumps(dict(snakemake.wildcards.items()), sort_keys=True),
+                    "nexplain.workdir": str(Path.cwd().resolve())}
+            run = _retry(self.client.create_run, os.environ[ENV_EXPERIMENT], run_name=_run_name(snakemake),
+                         tags={k: v for k, v in tags.items() if v})
+            self.run_id = run.info.run_id
+        except Exception as e:
+            log.warning("MLflow: could not open this job's run (%s); the job goes on untracked", _short(e))
+
+    def finish(self, outcome: Outcome, status: str, wall_s: float, record: dict | None = None) -> str | None:
+        """Log and close the run; returns its id, or None when untracked or the store failed."""
+        if self.run_id is None:
+            return None
+        try:
+            self._log(outcome, status, wall_s, record or job_record(self.snakemake))
+            return self.run_id
+        except Exception as e:
+            log.warning("MLflow: could not record this job's run %s (%s); marking it FAILED",
+                        self.run_id, _short(e))
+            try:
+                self.client.set_terminated(self.run_id, "FAILED")
+            except Exception:
+                pass  # the store is down: the next start marks the run KILLED
+            return None
+
+    def _log(self, outcome: Outcome, status: str, wall_s: float, record: dict) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        t0 = time.perf_counter()
+        tags = [RunTag(f"nexplain.{k}", v if isinstance(v, str) else json.dumps(v, sort_keys=True))
+                for k, v in record.items() if k != "params"]
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in record["params"].items()]
+        metrics = [Metric("wall_s", wall_s, now, 0)]
+        for key, value in outcome.metrics.items():
+            steps = enumerate(value, start=1) if isinstance(value, (list, tuple)) else [(0, value)]
+            for step, v in steps:
+                try:
+                    metrics.append(Metric(key, float(v), now, step))
+                except (TypeError, ValueError):
+                    log.warning("MLflow: metric %s%s is %r, not a number; not logged",
+                                key, f" step {step}" if step else "", v)
+        for i in range(0, max(len(params), len(metrics), len(tags)), BATCH):
+            _retry(self.client.log_batch, self.run_id, metrics=metrics[i:i + BATCH], params=params[i:i + BATCH],
+                   tags=[t for t in tags[i:i + BATCH] if t.value])
+        with tempfile.TemporaryDirectory() as tmp:
+            prov = Path(tmp) / "provenance.json"
+            prov.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            for path in [prov, *self.snakemake.log, *outcome.artifacts]:
+                if Path(path).is_file():
+                    _retry(self.client.log_artifact, self.run_id, str(path))
+        _retry(self.client.set_terminated, self.run_id, status)
+        log.info("MLflow run %s (%s) logged in %.2f s", self.run_id, status, time.perf_counter() - t0)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def job_record(snakemake) -> dict:

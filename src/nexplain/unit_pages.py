@@ -18,6 +18,7 @@ import pandas as pd
 
 from nexplain.errors import DataError
 from nexplain.io import atomic_dir
+from nexplain.report import DEAD
 
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;
@@ -90,9 +91,12 @@ def unit_body(row: pd.Series, u: int, names: dict, simulator: str, figures: dict
              _table(["method", "explanation", "score", "value", f"test corr ({simulator})"], rows, code_cols=(1,))]
     if "clustered" in names["formulas"]:
         text = _get(row, "clustered", source)
-        ranges = [r.split(": ", 1) for r in str(text).split(" | ")] if isinstance(text, str) else []
-        parts += ["<h2>Clustered CoEx ranges</h2>",
-                  _table(["range", "activations", "formula"], [[j, *r] for j, r in enumerate(ranges)], code_cols=(2,)),
+        if text == DEAD:  # no ranges to list: its bounds and IoU are NaN
+            ranges = "<p>dead: the unit's activations are constant, so it has no ranges.</p>"
+        else:
+            split = [r.split(": ", 1) for r in text.split(" | ")] if isinstance(text, str) else []
+            ranges = _table(["range", "activations", "formula"], [[j, *r] for j, r in enumerate(split)], code_cols=(2,))
+        parts += ["<h2>Clustered CoEx ranges</h2>", ranges,
                   f"<p>mean IoU over ranges: {_esc(_get(row, 'clustered_iou', source))}; "
                   f"test corr ({html.escape(simulator)}): {_esc(row.get('clustered_corr_test'))}</p>"]
     ti = [c for c in row.index if c.startswith("ti_")]

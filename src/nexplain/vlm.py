@@ -33,6 +33,8 @@ def read_concept_set(path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise DataError(f"cannot read concept set {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"cannot read concept set {path} as UTF-8 ({e.reason})") from None
     names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     seen, dup = set(), []
     for n in names:

@@ -7,7 +7,8 @@ real Broden); masks are decoded one image at a time by `segmentation` and
 
 World extension: if `classes.csv` (`number,name,rule`) and `image_class.csv`
 (`image,class`) exist, the image table carries class labels; `class` may be a class
-number or a class name, and images without a row get label -1.
+number or a class name, and images without a row get label -1: no class, so training
+and evaluation leave them out (`nexplain.models.train`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from nexplain.data.images import ImageTable, load_image
-from nexplain.errors import DataError
+from nexplain.errors import DataError, first_line
 
 # Entries of an index cell that are plain numbers are image-level labels.
 _DIGITS = re.compile(r"^\d+$")
@@ -30,6 +31,11 @@ _CATEGORY_COUNT = re.compile(r"^([^(]+)\((\d+)\)$")
 # Lookup-table codes for label numbers that map to no concept.
 _UNUSABLE = -1   # listed in label.csv but in no known category: ignored
 _UNKNOWN = -2    # not in label.csv at all: the data is inconsistent
+
+# PIL modes a mask PNG may decode to; any other (CMYK, F, a JPEG's YCbCr...) has no label rule.
+_PALETTE_MODES = {"P", "PA"}
+_GREY_ALPHA = {"LA"}
+_MASK_MODES = {"RGB", "RGBA", "1", "L", "I", "I;16", "I;16B", "I;16L"} | _PALETTE_MODES | _GREY_ALPHA
 
 
 @dataclass(frozen=True)
@@ -84,17 +90,24 @@ def primary_category(counts: dict[str, int], categories: list[str]) -> str | Non
 def decode_label_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """Decode a Broden mask PNG to an int32 (sh, sw) label array, label = R + 256*G.
 
-    Single-channel PNGs (L, I;16) carry the label directly.
+    Palette PNGs are decoded to their colours; single-channel PNGs (1, L, I, I;16) carry
+    the label directly; alpha is ignored. Any other mode is refused, as is a wrong size.
     """
     if not path.is_file():
         raise DataError(f"mask file not found: {path}")
     try:
         with Image.open(path) as im:
-            if im.mode == "P":  # palette indices mean nothing: use the colours
+            mode = im.mode
+            if mode in _PALETTE_MODES:  # palette indices mean nothing: use the colours
                 im = im.convert("RGB")
-            arr = np.asarray(im)
+            arr = np.asarray(im) if mode in _MASK_MODES else None
     except Exception as e:  # PIL raises many types for bad files
-        raise DataError(f"cannot decode mask {path}: {e}") from None
+        raise DataError(f"cannot decode mask {path}: {first_line(e)}") from None
+    if arr is None:
+        raise DataError(f"mask {path} has image mode {mode}; a mask must be RGB or RGBA "
+                        f"(label = R + 256*G), palette, or single-channel (1, L, I, I;16)")
+    if mode in _GREY_ALPHA:
+        arr = arr[..., 0]
     if arr.ndim == 3:
         labels = arr[..., 0].astype(np.int32) + 256 * arr[..., 1].astype(np.int32)
     else:
@@ -293,8 +306,11 @@ def _image_table(root: Path, index: pd.DataFrame, mask_shape, check_images: bool
     splits = (index["split"].str.strip() if "split" in index.columns
               else pd.Series([""] * len(index))).to_numpy(dtype=str)
     labels, class_names = _read_classes(root, images)
+    meta = {"kind": "broden", "mask_shape": list(mask_shape)}
+    if labels is not None:  # what a message about missing classes names
+        meta["labels_file"] = str(root / "image_class.csv")
     return ImageTable(root=root, paths=paths, splits=splits, labels=labels, class_names=class_names,
-                      meta={"kind": "broden", "mask_shape": list(mask_shape)})
+                      meta=meta)
 
 
 def _read_classes(root: Path, images: list[str]):

@@ -75,8 +75,8 @@ def open_imagefolder(root: str | Path) -> ImageTable:
 
 def open_csv(path: str | Path) -> ImageTable:
     """CSV with columns `path,label` (+ optional `split`); relative paths are relative to
-    the CSV's folder. Integer labels are kept as they are (class_names None); any other
-    labels become indices into their sorted names."""
+    the CSV's folder. Integer labels are kept as they are (class_names None; a negative one
+    means no class, as for Broden); any other labels become indices into their sorted names."""
     path = Path(path).resolve()
     df = read_csv_strings(path, required=("path", "label"))
     if df.empty:
@@ -89,7 +89,8 @@ def open_csv(path: str | Path) -> ImageTable:
     labels, class_names = _encode_labels(df["label"].str.strip(), path)
     splits = df["split"].str.strip() if "split" in df.columns else pd.Series([""] * len(df))
     return ImageTable(root=path.parent, paths=paths, splits=splits.to_numpy(dtype=str),
-                      labels=labels, class_names=class_names, meta={"kind": "csv", "csv": str(path)})
+                      labels=labels, class_names=class_names,
+                      meta={"kind": "csv", "csv": str(path), "labels_file": str(path)})
 
 
 def _resolve(base: Path, p: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nexplain.errors import DataError
+from nexplain.errors import DataError, first_line
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class ImageTable:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode an image as RGB; a missing or corrupt file raises DataError naming it."""
+    """Decode an image as RGB, whatever its mode; a missing or corrupt file raises a one-line
+    DataError naming it (one line: in a DataLoader worker it becomes the job's log line)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
@@ -44,7 +45,7 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except Exception as e:  # PIL raises many types for bad files
-        raise DataError(f"cannot decode image {path}: {e}") from None
+        raise DataError(f"cannot decode image {path}: {first_line(e)}") from None
 
 
 class ImageDataset:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nexplain.errors import ConfigError
+from nexplain.io import atomic_path
 from nexplain.models.clip_registry import register_configs
 
 log = logging.getLogger(__name__)
@@ -295,10 +295,8 @@ def save_checkpoint(model, path) -> None:
     the same weights), written to a temporary file and renamed."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def preprocess_images(table, preprocess, ids, progress: bool = True) -> torch.Tensor:

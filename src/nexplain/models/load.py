@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ import torch
 import torchvision
 from torchvision import transforms as T
 
-from nexplain.errors import ConfigError, ModelError
+from nexplain.errors import ConfigError, ModelError, first_line
 
 # open_clip reaches Hugging Face through huggingface_hub, which reads this once at
 # import time; set it before anything imports it so a cache miss fails fast.
@@ -51,29 +52,85 @@ def load_model(spec: dict) -> LoadedModel:
 
 def _load_checkpoint(spec: dict) -> LoadedModel:
     path = Path(spec["path"])
-    if not path.is_file():
-        raise ModelError(f"checkpoint file not found: {path}")
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # zip, pickle and weights_only errors all land here
-        raise ModelError(f"cannot read checkpoint {path} as a weights-only state_dict: {_first_line(e)}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    state = read_state_dict(path)
     num_classes = spec.get("num_classes") or _infer_num_classes(state, path)
     module = _build_torchvision(spec["arch"], num_classes=num_classes)
-    _check_state_dict(module, state, path)
-    module.load_state_dict(state)
+    _load_state_dict(module, state, path)
     size = spec["input"]["size"]
     return LoadedModel(module, input_transform(spec["input"]), spec,
                        {"num_classes": num_classes, "input_size": size, "arch": spec["arch"]})
 
 
-def _first_line(e: Exception) -> str:
-    """torch's load errors run to paragraphs; the first line names the problem."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def read_state_dict(path: Path) -> dict:
+    """The tensors of a weights file (safetensors, or a torch file read weights-only: never
+    code), or a one-line ModelError naming the file and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"cannot read checkpoint {path}: the file is empty")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        else:
+            _check_zip(path)
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except ModelError:
+        raise
+    except Exception as e:  # zip, pickle, weights_only and safetensors errors all land here
+        raise ModelError(f"cannot read checkpoint {path}: {_load_cause(e)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelError(f"checkpoint {path} is not a state_dict: entry {bad[0]!r} is a "
+                         f"{type(state[bad[0]]).__name__}, not a tensor")
+    return state
+
+
+def _check_zip(path: Path) -> None:
+    """Read a zip checkpoint through: a truncated one makes torch say only "Invalid argument",
+    and torch.load never checks the CRC-32 torch.save stores per record, so a flipped byte
+    in the weights would load silently; the zip reader checks it when read to the end."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return  # the legacy (pre-1.6) format: no checksums
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC:  # 0: saved with torch.serialization.set_crc32_options(False)
+                    with archive.open(info) as f:
+                        while f.read(1 << 24):
+                            pass
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ModelError(f"cannot read checkpoint {path}: a truncated or corrupt zip archive ({e})") from None
+
+
+def _load_cause(e: Exception) -> str:
+    """The cause in a load error. torch's run to paragraphs that bury it, and they advise
+    weights_only=False, which would run any code the file holds: never repeat that."""
+    text = str(e)
+    if "Weights only load failed." in text:
+        return ("not a weights-only torch file (corrupt, or it would unpickle code): "
+                + _weights_only_cause(text))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0].split(". ")[0] if lines else type(e).__name__  # the first sentence; the rest is advice
+
+
+# Lines of torch's weights-only message around the unpickler's own (torch 2.6+).
+_WO_ADVICE = ("In PyTorch", "This file can still", "(1)", "(2)", "Please file", "Check the documentation")
+
+
+def _weights_only_cause(text: str) -> str:
+    if "WeightsUnpickler error:" in text:
+        text = text.rsplit("WeightsUnpickler error:", 1)[1]
+    else:
+        text = text.split("Weights only load failed.", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(_WO_ADVICE)]
+    return lines[0].split(". ")[0].rstrip(".") if lines else "refused by the weights-only unpickler"
 
 
 def _infer_num_classes(state: dict, path: Path) -> int:
@@ -82,6 +139,14 @@ def _infer_num_classes(state: dict, path: Path) -> int:
         if key.endswith(".weight") and getattr(state[key], "ndim", 0) == 2:
             return int(state[key].shape[0])
     raise ModelError(f"checkpoint {path}: give num_classes; no final linear layer to read it from")
+
+
+def _load_state_dict(module: torch.nn.Module, state: dict, path: Path) -> None:
+    _check_state_dict(module, state, path)
+    try:
+        module.load_state_dict(state)
+    except Exception as e:  # keys and shapes fit, so e.g. a dtype that cannot be copied
+        raise ModelError(f"checkpoint {path} does not fit {type(module).__name__}: {first_line(e)}") from None
 
 
 def _check_state_dict(module: torch.nn.Module, state: dict, path: Path) -> None:
@@ -143,10 +208,7 @@ def _load_torchvision(spec: dict) -> LoadedModel:
         raise ModelError(f"weights {arch}/{name} have {n_classes} classes, "
                          f"not num_classes: {spec['num_classes']}")
     module = _build_torchvision(arch, num_classes=n_classes)
-    try:
-        module.load_state_dict(torch.load(cached, weights_only=True, map_location="cpu"))
-    except Exception as e:
-        raise ModelError(f"cannot load cached weights {cached}: {_first_line(e)}") from None
+    _load_state_dict(module, read_state_dict(cached), cached)
     # An explicit `input` block wins: the weights' own transform centre-crops.
     if "input" in spec:
         transform, size = input_transform(spec["input"]), spec["input"]["size"]
@@ -217,12 +279,42 @@ def _create_open_clip(spec: dict, text: bool):
         kwargs["force_preprocess_cfg"] = {k: cfg[k] for k in
                                           ("mean", "std", "interpolation", "resize_mode") if k in cfg}
         pretrained = _open_clip_cached_file(name, pretrained, cfg)
+    # Read the file ourselves first: our message names it and the cause, and open_clip
+    # retries a torch.load that raises TypeError without weights_only, which runs code.
+    state = _weights_shapes(Path(pretrained)) if pretrained else None
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, **kwargs)
     except Exception as e:
-        raise ModelError(f"open_clip cannot build {name} (pretrained={spec.get('pretrained')!r}): {e}") from None
+        if state is not None:  # name the keys that do not fit, not a KeyError or a wall of text
+            _check_state_dict(open_clip.create_model(name), _unprefixed(state), Path(pretrained))
+        raise ModelError(f"open_clip cannot build {name} (pretrained={spec.get('pretrained')!r}): "
+                         f"{first_line(e)}") from None
     return model, preprocess
+
+
+def _weights_shapes(path: Path) -> dict | None:
+    """{key: tensor or meta tensor of its shape} of a weights file, checked as readable;
+    a safetensors file's header suffices (it must cover the file exactly). None for
+    big_vision .npz/.npy files, which open_clip reads with numpy (no pickle)."""
+    if path.suffix in (".npz", ".npy"):
+        return None
+    if path.suffix != ".safetensors":
+        return read_state_dict(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except Exception as e:
+        raise ModelError(f"cannot read checkpoint {path}: {_load_cause(e)}") from None
+
+
+def _unprefixed(state: dict) -> dict:
+    """The keys as open_clip loads them: a DataParallel `module.` prefix dropped."""
+    if state and next(iter(state)).startswith("module"):
+        return {k[7:]: v for k, v in state.items()}
+    return state
 
 
 def _open_clip_cached_file(name: str, tag: str, cfg: dict) -> str:

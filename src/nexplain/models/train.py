@@ -29,6 +29,7 @@ from nexplain.io import atomic_path
 log = logging.getLogger(__name__)
 
 SHIFT = 8  # max random translation in pixels (reflect-padded), at 112 px ~7%
+SPLITS = ("train", "val", "test")
 
 
 def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: int = 112,
@@ -41,14 +42,17 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
 
     SGD with Nesterov momentum and a one-cycle learning-rate schedule; augmentation
     is a random horizontal flip and a small random shift, which keep every label.
+    Images without a class are left out and counted (`labelled_splits`).
     """
     compute = compute or Compute()
     _seed_everything(seed, compute.cuda)
     torch.set_num_threads(threads)
     labels, num_classes = _labels(table)
-    splits = {s: table.split_ids(s) for s in ("train", "val", "test")}
+    splits, unlabelled = labelled_splits(table)
     if len(splits["train"]) < batch_size:
-        raise DataError(f"{table.root}: {len(splits['train'])} training images, fewer than "
+        more = (f" ({unlabelled['train']} more have no class in {_labels_file(table)})"
+                if unlabelled["train"] else "")
+        raise DataError(f"{table.root}: {len(splits['train'])} training images{more}, fewer than "
                         f"one batch of {batch_size}")
     images = {s: decode_images(table, ids, image_size, progress) for s, ids in splits.items()}
     targets = {s: torch.as_tensor(labels[ids], dtype=torch.long) for s, ids in splits.items()}
@@ -94,7 +98,33 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
         "test_accuracy": accuracy(model, images["test"], targets["test"], normalize, compute=compute),
         "history": history,  # no timings: the metrics file is an artifact and must be reproducible
     }
+    if any(unlabelled.values()):  # only then: a fully labelled dataset keeps its metrics bytes
+        metrics["unlabelled_images"] = unlabelled
     return model.cpu(), metrics
+
+
+def labelled_splits(table: ImageTable) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """({split: ids of its images with a class}, {split: how many have none}).
+
+    An image without a class (label < 0) is left out of training and evaluation: as a
+    target, -1 crashes the loss or counts as a wrong answer. A val or test split that had
+    images but keeps none is refused, not reported as an accuracy of n/a or 0.
+    """
+    labels = _labels(table)[0]
+    splits, unlabelled = {}, {}
+    for split in SPLITS:
+        ids = table.split_ids(split)
+        keep = labels[ids] >= 0
+        splits[split], unlabelled[split] = ids[keep], int((~keep).sum())
+    if any(unlabelled.values()):
+        counts = ", ".join(f"{s} {unlabelled[s]} of {len(table.split_ids(s))}" for s in SPLITS)
+        log.warning("images without a class in %s are left out of training and evaluation: %s",
+                    _labels_file(table), counts)
+    for split in ("val", "test"):
+        if unlabelled[split] and not len(splits[split]):
+            raise DataError(f"{_labels_file(table)} gives none of the {unlabelled[split]} {split} images "
+                            f"a class; the {split} accuracy needs labelled images")
+    return splits, unlabelled
 
 
 def save_checkpoint(model: torch.nn.Module, path) -> None:
@@ -165,8 +195,13 @@ def _labels(table: ImageTable):
     if table.labels is None:
         raise DataError(f"{table.root}: the dataset has no class labels to train on")
     labels = np.asarray(table.labels)
-    num_classes = len(table.class_names) if table.class_names else int(labels.max()) + 1
+    num_classes = len(table.class_names) if table.class_names else int(labels.max(initial=-1)) + 1
     return labels, num_classes
+
+
+def _labels_file(table: ImageTable):
+    """Where the class labels come from (Broden's image_class.csv, the CSV), for messages."""
+    return table.meta.get("labels_file", table.root)
 
 
 def _seed_everything(seed: int, cuda: bool = False) -> None:

@@ -1,0 +1,43 @@
+# Around the jobs of an invocation:
+#  - resuming after a kill with the same command: Snakemake's stale locks and the temporaries of
+#    killed jobs are cleared when no other run is alive (nexplain.resume); incomplete outputs
+#    rerun (profiles/default: rerun-incomplete);
+#  - artifacts edited by hand since their job wrote them are refused before any job (nexplain.records);
+#  - MLflow: the store, the experiment and one parent run per invocation are created before any
+#    job starts; every job then logs its own child run (nexplain.runner).
+import os
+import shlex
+
+from nexplain import records, resume, tracking
+from nexplain.config import mlflow_settings
+
+MLFLOW = mlflow_settings(config)
+
+if workflow.is_main_process:
+    resume.prepare(workdir=".", results=RESULTS)
+
+
+def refuse_edited_artifacts():
+    """Outputs whose content no longer matches their job's record, unless this run regenerates them."""
+    regenerated = {str(f) for job in workflow.dag.needrun_jobs() for f in job.output}
+    edits = records.edited(".", skip=regenerated)
+    if edits:
+        raise WorkflowError(records.refusal(edits))
+
+
+onstart:
+    refuse_edited_artifacts()
+    if MLFLOW["enabled"]:
+        try:
+            tracking.start_workflow(MLFLOW, workdir=os.getcwd(), basedir=workflow.basedir,
+                                    command=shlex.join(sys.argv))
+        except tracking.TrackingError as e:
+            raise WorkflowError(str(e)) from None
+
+
+onsuccess:
+    tracking.end_workflow(ok=True)
+
+
+onerror:
+    tracking.end_workflow(ok=False)
