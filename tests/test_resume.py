@@ -158,11 +158,11 @@ def test_an_unknown_layer_is_refused_before_any_job_and_outputs_stay(killed_and_
     wf, _, _ = killed_and_resumed
     before = digests(wf / "results")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("extract:\n  targets:\n    - {model: resnet18_world, dataset: world, layers: [layer5]}\n")
+    bad.write_text("extract:\n  targets:\n    - {model: resnet18_world, dataset: world, layers: [layer3, layer4, layer5]}\n")
     proc = subprocess.run([sys.executable, "-m", "snakemake", *TARGETS, "--cores", "2",
                            "--configfile", "tiny.yaml", str(bad)], cwd=wf, env=env(wf), capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "key 'extract.targets.0.layers.0': model 'resnet18_world': unknown layer 'layer5'" in proc.stderr
+    assert "key 'extract.targets.0.layers.2': model 'resnet18_world': unknown layer 'layer5'" in proc.stderr
     assert "Traceback" not in proc.stderr and digests(wf / "results") == before
 
 
