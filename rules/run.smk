@@ -3,12 +3,13 @@
 #    killed jobs are cleared when no other run is alive (nexplain.resume); incomplete outputs
 #    rerun (profiles/default: rerun-incomplete);
 #  - artifacts edited by hand since their job wrote them are refused before any job (nexplain.records);
+#  - the end of a successful run prints where the results are and their headline numbers;
 #  - MLflow: the store, the experiment and one parent run per invocation are created before any
 #    job starts; every job then logs its own child run (nexplain.runner).
 import os
 import shlex
 
-from nexplain import records, resume, tracking
+from nexplain import records, resume, run_summary, tracking
 from nexplain.config import mlflow_settings
 
 MLFLOW = mlflow_settings(config)
@@ -37,6 +38,10 @@ onstart:
 
 onsuccess:
     tracking.end_workflow(ok=True)
+    try:
+        print(run_summary.summary(config), file=sys.stderr)
+    except Exception as e:  # a summary is a courtesy; the run itself succeeded
+        print(f"nexplain: no results summary ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 onerror:

@@ -76,3 +76,13 @@ def test_perfect_simulator_and_optim_scaling(setup):
     before = ab.score(units, S, mean)
     after = ab.score(units, S * c + d, mean)
     assert (after > before).all() and after.mean() > 0.8
+
+
+def test_a_replayed_tail_shows_a_bar_over_its_units(setup, capsys):
+    """Replaying the tail costs units x inputs passes: minutes on a real layer, so it shows progress."""
+    model, x, y = setup
+    acts = acts_of(model, "layer3", x).numpy()
+    Ablation(Tail(model, "layer3"), acts, y.numpy(), progress=True).deviation([0, 1, 2], acts.mean((2, 3))[:, :3])
+    assert "replay after layer3" in capsys.readouterr().err
+    Ablation(Tail(model, "layer3"), acts, y.numpy(), progress=False).deviation([0, 1, 2], acts.mean((2, 3))[:, :3])
+    assert capsys.readouterr().err == ""

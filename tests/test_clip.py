@@ -1,5 +1,7 @@
 """Training the world's VLMs with open_clip: loss, targets, checkpoints that load as pretrained."""
 
+import logging
+
 import numpy as np
 import open_clip
 import pandas as pd
@@ -114,6 +116,15 @@ def test_shipped_configs_are_registered_and_build():
     assert names == ["nexplain-world-cnn", "nexplain-world-rn", "nexplain-world-vit"]
     for name in names:
         assert open_clip.get_model_config(name)["text_cfg"]["vocab_size"] == 49408  # the bundled tokenizer
+
+
+def test_a_model_trained_here_is_built_without_the_no_weights_warning(tiny, caplog):
+    """open_clip warns that no weights were loaded; none were asked for. Other warnings stay."""
+    with caplog.at_level(logging.WARNING):
+        new_model(tiny, 0)
+        logging.warning("No pretrained weights loaded: a message of ours still shows")
+    assert [r.getMessage() for r in caplog.records] == [
+        "No pretrained weights loaded: a message of ours still shows"]
 
 
 def test_settings_reject_unknown_keys_and_losses():

@@ -3,6 +3,7 @@
 from collections import OrderedDict
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -165,3 +166,19 @@ def test_scores_summarise_the_explained_rows(planted):
     ok = [r for r in table.to_pylist() if r["status"] == "ok"]
     assert (s["units"], s["rows"], s["explained"], s["dead_units"]) == (4, 4, len(ok), 2)
     assert s["mean_iou"] == pytest.approx(np.mean([r["iou"] for r in ok]), abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["netdissect", "coex", "clustered"])
+def test_the_python_api_gives_the_rules_table_from_arrays(planted, method):
+    """nx.<method> on in-memory maps and masks is the code the explain rule runs: same table."""
+    import nexplain as nx
+    from nexplain.activations import read_all_maps
+
+    maps_path, concepts, *_ = planted
+    store, names = open_store(concepts)
+    ids, maps = read_all_maps(maps_path)
+    assert ids.tolist() == list(range(N))
+    rule, _ = explain_layer(maps_path, concepts, Settings(method), progress=False)
+    api = getattr(nx, method)(maps, store, names)
+    assert len(api) >= 4 and set(api["status"]) >= {"ok", "dead"}
+    pd.testing.assert_frame_equal(api, rule.to_pandas())

@@ -51,6 +51,13 @@ def test_end_to_end_outputs(workflow):
         assert maps.metadata.num_rows == 60 * units
 
 
+def test_the_run_ends_with_where_its_results_are_and_its_headlines(tiny_run):
+    log = tiny_run[1]
+    end = log[log.rindex("nexplain: results"):]
+    assert "resnet18_world: test accuracy" in end and "LE(label) val corr" in end
+    assert "zero-shot mean AUC" in end and "report/pages/index.html" in end and "mlflow ui" in end
+
+
 @pytest.mark.skipif(not os.environ.get("NEXPLAIN_FULL_TESTS"),
                     reason="a second whole tiny run (about 3.5 min, kept out of CI's 15 minutes): "
                            "`NEXPLAIN_FULL_TESTS=1 make test` runs it")

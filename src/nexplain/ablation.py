@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from nexplain.compute import Compute
 from nexplain.errors import DataError
@@ -25,10 +26,12 @@ LOGITS_PER_CHUNK = 1 << 24  # floats of (units, inputs, classes) per chunk on a 
 
 class Ablation:
     """`y`: the targets, or None for the model's own predictions (a dataset without labels).
-    `compute`: where the replay runs, its (unit, input) pairs per batch, and autocast."""
+    `compute`: where the replay runs, its (unit, input) pairs per batch, and autocast.
+    `progress`: a bar per replay of the tail over units (minutes on a large layer)."""
 
-    def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE, compute: Compute | None = None):
-        self.compute = compute or Compute()
+    def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE, compute: Compute | None = None,
+                 progress: bool = True):
+        self.compute, self.progress = compute or Compute(), progress
         self.batch = self.compute.batch_size or PAIRS_PER_BATCH
         self.tail, self.T = tail.to(self.compute.device), float(temperature)
         dtype = next(tail.parameters(), torch.zeros(())).dtype  # replay runs in the model's dtype
@@ -82,7 +85,9 @@ class Ablation:
             delta = (V - self.acts[:, units]).T  # (m, N)
             return self.logits[None] + delta[:, :, None] * W[:, units].T[:, None, :]
         n, out = len(self.acts), []
-        for j, u in enumerate(units):
+        bar = tqdm(units, desc=f"replay after {self.tail.layer}", unit="unit", leave=False,
+                   disable=not self.progress or len(units) < 2)
+        for j, u in enumerate(bar):
             rows = []
             for b in range(0, n, self.batch):
                 x = self.acts[b:b + self.batch]

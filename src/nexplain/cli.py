@@ -37,6 +37,13 @@ def _layers(args) -> None:
     print("\n".join(list_layers(load_model(spec).module)))
 
 
+def _summary(args) -> None:
+    from nexplain.config import load_config
+    from nexplain.run_summary import summary
+
+    print(summary(load_config(args.config)), end="")
+
+
 def _code_files(args) -> None:
     from nexplain.codeversion import code_files, code_version
 
@@ -84,6 +91,10 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("--config", default="config.yaml")
     p.set_defaults(func=_layers)
+
+    p = sub.add_parser("summary", help="where a run's results are, its headline numbers, and how to open them")
+    p.add_argument("--config", default="config.yaml")
+    p.set_defaults(func=_summary)
 
     p = sub.add_parser("code-files", help="the package modules a script depends on (its rerun trigger)")
     p.add_argument("script")

@@ -76,8 +76,7 @@ def _init_worker(maps_path, store, names, settings):
     _W.update(maps=maps_path, store=store, names=names, s=settings, cache=search.default_cache(store))
 
 
-def _search(A: Bitmap, s: Settings, start_beam=None, pair_counts=None):
-    store, cache = _W["store"], _W["cache"]
+def _search(A: Bitmap, s: Settings, store, cache, start_beam=None, pair_counts=None):
     if s.method == "netdissect":
         return search.netdissect(A, store, cache=cache, pair_counts=pair_counts)
     fn = search.mmesh_search if s.search == "mmesh" else search.beam_search
@@ -85,7 +84,7 @@ def _search(A: Bitmap, s: Settings, start_beam=None, pair_counts=None):
               pair_counts=pair_counts)
 
 
-def _row(unit, cluster, lo, hi, A: Bitmap, result, status=None) -> dict:
+def _row(unit, cluster, lo, hi, A: Bitmap, result, store, names, status=None) -> dict:
     row = {"unit": unit, "cluster": cluster, "lo": lo, "hi": hi, "n_cells": A.count() if A is not None else 0,
            "formula": None, "concept_ids": [], "length": 0, **{m: 0.0 for m in METRICS}, "score": 0.0,
            "visited": 0, "visited_compound": 0}
@@ -96,37 +95,42 @@ def _row(unit, cluster, lo, hi, A: Bitmap, result, status=None) -> dict:
     if status is not None:
         return {**row, "status": status}
     f = result.formula
-    m = explanation_metrics(A, formulas.evaluate(f, _W["store"]))
-    return {**row, "status": "ok", "formula": formulas.to_str(f, _W["names"]),
+    m = explanation_metrics(A, formulas.evaluate(f, store))
+    return {**row, "status": "ok", "formula": formulas.to_str(f, names),
             "concept_ids": list(formulas.concepts(f)), "length": len(f),
             **{k: float(m[k]) for k in METRICS}, "score": float(result.score)}
 
 
-def explain_unit(unit: int) -> tuple[list[dict], float]:
-    """Rows of one unit and the seconds they took."""
-    t0 = time.perf_counter()
-    s, store = _W["s"], _W["store"]
-    ids, maps = read_unit_maps(_W["maps"], unit)
+def explain_maps(unit: int, ids: np.ndarray, maps: np.ndarray, store, names: list[str], s: Settings,
+                 cache=None) -> list[dict]:
+    """Rows of one unit (table SCHEMA) from its maps (n, h, w) on images `ids` of `store`."""
+    cache = cache or search.default_cache(store)
     args = (ids, maps, store.n_images, store.shape)
     if s.method == "clustered":
         ranges, info = bitmaps.fit_clusters(maps.ravel(), k=s.k, mode=s.ranges, seed=s.seed)
         if info["dead"]:
-            rows = [_row(unit, -1, np.nan, np.nan, None, None, "dead")]
-        else:
-            rows, bms = [], bitmaps.cluster_bitmaps(*args, ranges)
-            counts = store.pair_counts_many(bms)  # one read of the concept rows for all K ranges
-            for j, (r, A) in enumerate(zip(ranges, bms)):
-                if A.count() == 0:
-                    rows.append(_row(unit, j, r.lo, r.hi, A, None, "empty"))
-                else:
-                    rows.append(_row(unit, j, r.lo, r.hi, A, _search(A, s, s.start_beam, counts[j])))
-    else:
-        A, info = bitmaps.top_bitmap(*args, q=s.quantile)
-        hi = float(maps.max()) if maps.size else np.nan
-        if info["dead"] or A.count() == 0:  # constant, or never above its threshold
-            rows = [_row(unit, -1, info["threshold"], hi, A, None, "dead")]
-        else:
-            rows = [_row(unit, 0, info["threshold"], hi, A, _search(A, s))]
+            return [_row(unit, -1, np.nan, np.nan, None, None, store, names, "dead")]
+        rows, bms = [], bitmaps.cluster_bitmaps(*args, ranges)
+        counts = store.pair_counts_many(bms)  # one read of the concept rows for all K ranges
+        for j, (r, A) in enumerate(zip(ranges, bms)):
+            if A.count() == 0:
+                rows.append(_row(unit, j, r.lo, r.hi, A, None, store, names, "empty"))
+            else:
+                found = _search(A, s, store, cache, s.start_beam, counts[j])
+                rows.append(_row(unit, j, r.lo, r.hi, A, found, store, names))
+        return rows
+    A, info = bitmaps.top_bitmap(*args, q=s.quantile)
+    hi = float(maps.max()) if maps.size else np.nan
+    if info["dead"] or A.count() == 0:  # constant, or never above its threshold
+        return [_row(unit, -1, info["threshold"], hi, A, None, store, names, "dead")]
+    return [_row(unit, 0, info["threshold"], hi, A, _search(A, s, store, cache), store, names)]
+
+
+def explain_unit(unit: int) -> tuple[list[dict], float]:
+    """Rows of one unit of the worker's layer, and the seconds they took."""
+    t0 = time.perf_counter()
+    ids, maps = read_unit_maps(_W["maps"], unit)
+    rows = explain_maps(unit, ids, maps, _W["store"], _W["names"], _W["s"], _W["cache"])
     return rows, time.perf_counter() - t0
 
 

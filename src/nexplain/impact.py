@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from nexplain.ablation import Ablation
 
@@ -28,7 +29,7 @@ def impacts(ab: Ablation, units=None) -> np.ndarray:
     out = np.full((ab.n_units, len(ab.y)), np.nan)
     step = ab.unit_chunk()
     with torch.no_grad():
-        for s in range(0, len(todo), step):
+        for s in tqdm(range(0, len(todo), step), desc="Top Impact", unit="chunk", disable=len(todo) <= step):
             units = todo[s:s + step]
             logits = ab.replaced_logits(units, torch.zeros(len(ab.y), len(units), dtype=ab.acts.dtype,
                                                            device=ab.acts.device))

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
+
+from nexplain.method_module import make_callable
 
 K_RANGE = (2, 5)
 
@@ -43,14 +46,15 @@ def distance_correlation(X: np.ndarray, Y: np.ndarray) -> float:
 
 def evaluate(units: np.ndarray, top: np.ndarray, relevance: dict[str, np.ndarray], rows: dict,
              reference: np.ndarray, ceiling: np.ndarray | None, own: np.ndarray,
-             k: int = 2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             k: int = 2, seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(circuit table, correlation table) for every unit and earlier layer.
 
     `top` (U, M) image ids per unit; `relevance[layer]` (P, C) with `rows[(unit, image)]` its
     row; `reference`, `ceiling`, `own`: (N, D) vectors indexed by image id (the reference
     embedding, a second one or None, and the unit's layer's activation vectors)."""
     clusters, scores = [], []
-    for u, images in zip(units, top):
+    for u, images in tqdm(zip(units, top), total=len(units), desc="PURE circuits", unit="unit",
+                          disable=not progress):
         idx = [rows[int(u), int(i)] for i in images]
         ref = reference[images]
         base = {"unit": int(u), "baseline": distance_correlation(own[images], ref),
@@ -73,3 +77,6 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"corr_mean": g["corr"].mean(), "corr_std": g["corr"].std(ddof=0),
                          "baseline_mean": g["baseline"].mean(), "ceiling_mean": g["ceiling"].mean(),
                          "units": g.size()}).reset_index()
+
+
+make_callable(__name__)  # nx.pure(...): see nexplain.method_module

@@ -22,8 +22,9 @@ FORMULA_METHODS = ("netdissect", "coex", "clustered")
 
 
 def explanation_rows(name: str, table: pd.DataFrame) -> pd.DataFrame:
-    """(explainer, unit, cluster, terms, bias, dead) for one explanation table."""
-    if name.startswith("le_"):
+    """(explainer, unit, cluster, terms, bias, dead) for one explanation table: a linear one
+    (weights, concepts) or a formula one (formula, status)."""
+    if "weights" in table.columns:
         terms = [list(zip(w, c)) for w, c in zip(table["weights"], table["concepts"])]
         return pd.DataFrame({"explainer": name, "unit": table["unit"], "cluster": -1, "terms": terms,
                              "bias": table["bias"], "dead": table["dead"]})

@@ -21,6 +21,7 @@ import numpy as np
 
 from nexplain.errors import DataError
 from nexplain.formulas import AND, OR, parse
+from nexplain.method_module import make_callable
 
 SCALINGS = ("optim", "norm")
 
@@ -70,3 +71,6 @@ def norm_scaling(s_val: np.ndarray, q_val: np.ndarray) -> tuple[float, float]:
     sd = np.std(s_val)
     c = 0.0 if not sd > 0 or np.isnan(rho) else rho * np.std(q_val) / sd
     return float(c), float(np.mean(q_val) - c * np.mean(s_val))
+
+
+make_callable(__name__)  # nx.simulate(...): see nexplain.method_module

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from nexplain.errors import ConfigError
 from nexplain.io import atomic_path
-from nexplain.models.clip_registry import register_configs
+from nexplain.models.clip_registry import random_init, register_configs
 
 log = logging.getLogger(__name__)
 LOSSES = ("siglip", "clip")
@@ -197,7 +197,8 @@ def new_model(name: str, seed: int):
 
     register_configs()
     torch.manual_seed(seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    with random_init():
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
     return model, preprocess
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import logging
 
 import torch
 
@@ -52,20 +51,16 @@ def _open_clip(name: str) -> torch.nn.Module | None:
 
     import open_clip
 
-    from nexplain.models.clip_registry import register_configs
+    from nexplain.models.clip_registry import random_init, register_configs
 
     register_configs()
     if open_clip.get_model_config(name.replace("/", "-")) is None:
         raise ModelError(f"unknown open_clip model {name!r}; {_near(name, open_clip.list_models())}")
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # open_clip warns that no weights were loaded: none were asked for
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), random_init():
             return open_clip.create_model(name, pretrained=None, device="meta").visual
     except Exception as e:  # e.g. a Hugging Face text tower that is not installed or cached
         raise ModelError(f"open_clip cannot build {name}: {str(e).strip().splitlines()[0]}") from None
-    finally:
-        logging.disable(previous)
 
 
 def unknown_layer(module: torch.nn.Module, name: str) -> str | None:
