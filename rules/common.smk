@@ -273,6 +273,7 @@ def unit_page_inputs(wildcards):
     files = {"units": "units.parquet", "scores": "scores.parquet", "figures": "units", "methods": "methods.png",
              "scatter": "corr_vs_ablation.png", "top_impact": "top_impact_curve.png"}
     out = {k: f"{base}/report/{name}" for k, name in files.items()}
+    out |= {"maps": f"{base}/activations/maps.parquet", "root": dataset_root(wildcards)}  # every unit's top images
     if _has_pure(wildcards):
         out["pure"] = f"{base}/pure/units"
     return out

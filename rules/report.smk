@@ -1,5 +1,6 @@
 # The score report: every method of a layer on the same units, from the method tables,
-# and its static HTML pages (an index and one page per unit of `report.units`).
+# and its static HTML pages (a sortable index of every unit and one page per unit; the units of
+# `report.units` also get figures).
 
 
 rule score_report:
@@ -43,7 +44,7 @@ rule unit_pages:
     input:
         unpack(unit_page_inputs),
     output:
-        pages=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/pages"), patterns=["{name}.html"],
+        pages=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/pages"), htmlindex="index.html",
                      caption="../report/unit_pages.rst", category="Report", subcategory="{model} {layer} unit pages"),
     log:
         f"logs/unit_pages/{{model}}/{{dataset}}/{{layer}}.log",
@@ -54,11 +55,13 @@ rule unit_pages:
         linear=lambda wc: report_names(wc)["linear"],
         simulator=LINEAR.get("simulate", {}).get("simulators", [None])[0],
         units=(config.get("report") or {}).get("units", "0-3"),
+        reader=lambda wc: reader_kind(wc.dataset),
+        quantile=EXPLAIN.get("quantile", 0.995),  # the top region NetDissect and CoEx explain
         code=code("unit_pages"),
     threads: 1
     resources:
         **rule_resources("unit_pages"),
     conda:
-        "../envs/core.yaml"
+        "../envs/torch.yaml"  # the top images upsample maps with torch
     script:
         "../scripts/unit_pages.py"

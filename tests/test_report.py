@@ -8,7 +8,8 @@ from PIL import Image
 from nexplain.errors import DataError
 from nexplain.range_figures import ranges_figure, top_figure, top_images
 from nexplain.report import metrics_json, summary_table, unit_table
-from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
+from nexplain.report_figures import (area_chart, area_proportions, corr_vs_ablation, linear_weights, method_bars,
+                                     top_impact_curve)
 
 
 def _formula(units, iou, status=None):
@@ -88,6 +89,24 @@ def test_figures_are_valid_pngs(tables, tmp_path):
     first = (tmp_path / "m.png").read_bytes()
     method_bars(tmp_path / "m.png", table, "layer4")
     assert (tmp_path / "m.png").read_bytes() == first  # no timestamp: same bytes
+
+
+def test_area_chart_draws_proportions_that_sum_to_one():
+    """Images hold several labels, so raw shares stack past 1 (here up to 2.5); drawn as proportions."""
+    buckets = pd.DataFrame({"unit": 0, "bucket": range(3), "lo": [0.0, 1, 2], "hi": [1.0, 2, 3],
+                            "n_inputs": [10, 5, 0], "red": [1.0, 0.5, np.nan], "sky": [1.0, 0.2, np.nan],
+                            "grass": [0.5, 0.3, np.nan], "border": 1.0})
+    p = area_proportions(buckets, top=2)
+    assert list(p.columns) == ["red", "sky", "other"]
+    assert p.sum(axis=1).tolist() == pytest.approx([1.0, 1.0, 0.0])  # the empty bucket stacks to 0
+    assert p.loc[0, "red"] == pytest.approx(0.4) and p.loc[0, "other"] == pytest.approx(0.2)
+    assert p.loc[1, "red"] == pytest.approx(0.5) and p.loc[1, "other"] == pytest.approx(0.3)
+
+
+def test_figures_are_saved_at_print_resolution(tables, tmp_path):
+    top_impact_curve(tmp_path / "t.png", tables[3], "layer4")
+    with Image.open(tmp_path / "t.png") as im:
+        assert im.info["dpi"] == pytest.approx((200, 200), abs=0.1) and im.size[0] >= 900
 
 
 def _maps():

@@ -60,6 +60,26 @@ def test_pages_show_every_method_with_its_figures(report):
     assert "<td>metrics</td><td>netdissect</td>" in index
 
 
+def test_every_unit_gets_a_page_and_a_sortable_index_row(report, tmp_path):
+    """Figures only for report.units (here unit 0), but a page and an index row for every unit,
+    with its top-image strip when one is given."""
+    r = report
+    strips = {0: (b"\xff\xd8jpeg", [7, 3], 1.25), 1: (None, [], float("nan"))}
+    written = write_pages(tmp_path / "p", r["units"], r["scores"], [0], NAMES, "label", r["figs"], r["layer"],
+                          r["pure"], strips=strips)
+    assert written == ["index.html", "unit_0000.html", "unit_0001.html"]
+    one = (tmp_path / "p" / "unit_0001.html").read_text()
+    assert "add this unit there to get them" in one and "data:image/png" not in one
+    assert "dead: the unit's activation is constant, so it has no top images." in one
+    zero = (tmp_path / "p" / "unit_0000.html").read_text()
+    assert "data:image/jpeg;base64," in zero and "Images #7, #3" in zero and "threshold 1.250" in zero
+    index = (tmp_path / "p" / "index.html").read_text()
+    assert '<table class="sortable">' in index and "<script>" in index and "<dt>IoU</dt>" in index
+    assert '<td class="num" data-v="0.25">0.250</td>' in index  # netdissect IoU of unit 0, sortable by value
+    assert '<td class="num" data-v="">&ndash;</td>' in index    # a NaN sorts last and reads as a dash
+    assert "<th>netdissect IoU</th>" in index and "<th>le_label val corr</th>" in index and "<th>TI</th>" in index
+
+
 def test_pages_are_the_same_bytes_on_a_rerun(report, tmp_path):
     r = report
     again = tmp_path / "again"

@@ -97,7 +97,7 @@ def plot_top_impact(df: pd.DataFrame, betas, title: str, path) -> None:
 
     live = df[df["computed"] & ~df["dead"]]
     ti = live[[f"ti_{b}" for b in betas]].to_numpy()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
     if len(ti):
         lo, med, hi = np.percentile(ti, [25, 50, 75], axis=0)
         ax.fill_between(betas, lo, hi, alpha=0.3, label="units, 25-75%")

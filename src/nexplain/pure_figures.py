@@ -53,20 +53,15 @@ def unit_figure(path, unit: int, images: np.ndarray, relevance: dict[str, np.nda
             ax.scatter(xy[m, 0], xy[m, 1], s=14, color=COLORS[c % len(COLORS)], label=f"circuit {c}")
         corr = scores.loc[scores["layer"] == layer, "corr"]
         ax.set_title(f"{layer}: r = {corr.iloc[0]:.2f}" if len(corr) else layer, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xlabel("relevance PC 1", fontsize=7), ax.set_ylabel("relevance PC 2", fontsize=7)
+        ax.tick_params(labelsize=6)
         if j == 0:
             ax.legend(fontsize=7, loc="best")
-        ax = fig.add_subplot(grid[1, j])
-        ax.imshow(_sorted_distances(relevance[layer], order), cmap="viridis")
-        ax.set_title(f"distances, {layer} relevance", fontsize=8)
-        ax.set_xticks([]), ax.set_yticks([])
+        _distances(fig, fig.add_subplot(grid[1, j]), relevance[layer], order, f"{layer} relevance")
     ax = fig.add_subplot(grid[0, len(layers)])
     ax.axis("off")
     ax.text(0, 0.5, f"unit {unit}\n{len(images)} top images\ncircuits shown: {show_layer}", fontsize=10)
-    ax = fig.add_subplot(grid[1, len(layers)])
-    ax.imshow(_sorted_distances(reference, order), cmap="viridis")
-    ax.set_title("distances, reference embedding", fontsize=8)
-    ax.set_xticks([]), ax.set_yticks([])
+    _distances(fig, fig.add_subplot(grid[1, len(layers)]), reference, order, "reference embedding")
     sub = grid[2, :].subgridspec(k, per_cluster)
     for c in range(k):
         members = images[labels[show_layer] == c][:per_cluster]
@@ -79,6 +74,15 @@ def unit_figure(path, unit: int, images: np.ndarray, relevance: dict[str, np.nda
                     ax.set_title(f"circuit {c}", fontsize=8, color=COLORS[c % len(COLORS)], loc="left")
     fig.tight_layout()
     _save(fig, path)
+
+
+def _distances(fig, ax, X: np.ndarray, order: np.ndarray, what: str) -> None:
+    """The Euclidean distance matrix of the top images, in circuit order, with its colorbar."""
+    im = ax.imshow(_sorted_distances(X, order), cmap="viridis")
+    ax.set_title(f"distances, {what}", fontsize=8)
+    ax.set_xlabel("top image (by circuit)", fontsize=7), ax.set_ylabel("top image", fontsize=7)
+    ax.tick_params(labelsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
 
 
 def summary_figure(path, table: pd.DataFrame, layer: str, reference: str) -> None:
@@ -102,4 +106,4 @@ def summary_figure(path, table: pd.DataFrame, layer: str, reference: str) -> Non
 
 
 def _save(fig, path) -> None:
-    save_png(fig, path, dpi=90)
+    save_png(fig, path)

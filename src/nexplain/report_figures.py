@@ -18,7 +18,7 @@ def _plt():
 
 
 def _save(fig, path) -> None:
-    save_png(fig, path, dpi=90)
+    save_png(fig, path)
 
 
 def method_bars(path, table: pd.DataFrame, layer: str) -> None:
@@ -80,22 +80,40 @@ def top_impact_curve(path, top_impact: pd.DataFrame, layer: str) -> None:
     _save(fig, path)
 
 
-def area_chart(path, buckets: pd.DataFrame, unit: int, top: int = 8, skip=("border", "core")) -> None:
-    """Shares of the `top` concepts or classes (largest peak share) across one unit's activation
-    buckets (METHODS section 5), stacked, with the inputs per bucket above."""
-    plt = _plt()
+def area_proportions(buckets: pd.DataFrame, top: int = 8, skip=("border", "core")) -> pd.DataFrame:
+    """Per bucket (row), the proportion of its label occurrences held by each of the `top` labels
+    (largest peak proportion first) and by the rest ("other"): each row sums to 1, or to 0 in a
+    bucket without inputs or labels."""
     cols = [c for c in buckets.columns if c not in ("unit", "bucket", "lo", "hi", "n_inputs") and c not in skip]
-    shares = buckets[cols].fillna(0.0)
-    keep = shares.max().sort_values(ascending=False).index[:top].tolist()
+    raw = buckets[cols].fillna(0.0)
+    total = raw.sum(axis=1).to_numpy()
+    shares = raw.div(np.where(total > 0, total, 1.0), axis=0)
+    keep = shares.max().sort_values(ascending=False, kind="stable").index[:top].tolist()
+    out = shares[keep].copy()
+    out["other"] = (1.0 - shares[keep].sum(axis=1)).clip(lower=0).where(total > 0, 0.0)
+    return out.reset_index(drop=True)
+
+
+def area_chart(path, buckets: pd.DataFrame, unit: int, top: int = 8, skip=("border", "core")) -> None:
+    """Proportions of the `top` concepts or classes (largest peak proportion) across one unit's
+    activation buckets (METHODS section 5), stacked to 1 with the rest as "other", with the
+    inputs per bucket above. An image holds several labels, so a bucket's shares are
+    normalised to proportions of its label occurrences, as the LE paper draws them."""
+    plt = _plt()
+    stack = area_proportions(buckets, top, skip)
+    keep, other = list(stack.columns[:-1]), stack["other"]
+    shares = stack
     mid = ((buckets["lo"] + buckets["hi"]) / 2).to_numpy()
     fig, (ax0, ax) = plt.subplots(2, 1, figsize=(6, 4.4), sharex=True, gridspec_kw={"height_ratios": [1, 3]})
     ax0.bar(mid, buckets["n_inputs"], width=(buckets["hi"] - buckets["lo"]).to_numpy() * 0.9, color="gray")
     ax0.set_yscale("log")
     ax0.set_ylabel("inputs", fontsize=8)
     ax0.set_title(f"unit {unit}: what its activation range holds", fontsize=10)
-    ax.stackplot(mid, *[shares[c].to_numpy() for c in keep], labels=keep, alpha=0.85)
+    ax.stackplot(mid, *[shares[c].to_numpy() for c in keep], other.to_numpy(), labels=[*keep, "other"],
+                 colors=[*plt.cm.tab10.colors[:len(keep)], "lightgray"], alpha=0.85)
     ax.set_xlabel("activation (bucket centre)")
-    ax.set_ylabel("share of inputs (stacked)")
+    ax.set_ylabel("proportion of labels")
+    ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
@@ -112,6 +130,7 @@ def linear_weights(path, explanations: dict[str, pd.Series], unit: int) -> None:
         ax.set_yticks(np.arange(len(w)), [row["concepts"][i] for i in order], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.5)
+        ax.set_xlabel("weight (activation per unit of concept score)", fontsize=8)
         ax.set_title(f"{name}: val r = {row['val_corr']:.2f}", fontsize=9)
     fig.suptitle(f"unit {unit}: Linear Explanations", fontsize=10)
     fig.tight_layout()
