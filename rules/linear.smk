@@ -1,4 +1,4 @@
-# Linear Explanations, simulation scores and Top Impact (METHODS section 5).
+# Linear Explanations, simulation scores and Top Impact (docs/methods.md).
 # Splits and concept matrices are per dataset; explanations, scores and Top Impact per
 # (model, dataset, layer). Simulation and Top Impact split a layer's units over
 # `compute.stages.<stage>.shards` jobs; a merge writes the layer's table.

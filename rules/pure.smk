@@ -1,4 +1,4 @@
-# PURE (METHODS section 6): relevances of earlier layers' channels for each unit's top images,
+# PURE (docs/methods.md): relevances of earlier layers' channels for each unit's top images,
 # their circuits, and which earlier layer separates best against a reference embedding.
 # Relevances split the units over `compute.stages.relevance.shards` jobs; a merge joins them.
 

@@ -1,4 +1,4 @@
-# Vision-language models (METHODS section 5): the world's own, trained here on captions of
+# Vision-language models (docs/methods.md): the world's own, trained here on captions of
 # its images with open_clip, or any open_clip checkpoint. They give the VLM concept matrices
 # (LE(VLM), the simulator) and the image embeddings PURE compares against.
 

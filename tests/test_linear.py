@@ -142,7 +142,7 @@ def test_concept_filter_is_a_setting():
         assert (linear_table(exps, list("abcdef"), keep, W)["n_concepts_kept"] == keep.sum()).all()
     assert kept == {(5, 0.5): [0, 1, 3, 5], (1, 0.5): [0, 1, 2, 3, 5], (5, 0.3): [0, 1, 2, 3, 4, 5]}
     assert exps[0].concepts[0] == 4  # the weak concept, once kept, explains unit 0
-    assert LinearSettings().concept_filter == ConceptFilter(top=5, min_mean=0.5)  # METHODS' values
+    assert LinearSettings().concept_filter == ConceptFilter(top=5, min_mean=0.5)  # docs/methods.md's values
 
 
 @pytest.mark.reliability

@@ -21,7 +21,7 @@ def dense_iou(m, a):
 
 
 def reference_beam(masks, a, length, beam, start_beam=None, penalty=None, final_beam=1):
-    """METHODS section 3 written the slow obvious way on dense masks: [(written, iou, score)]."""
+    """docs/methods.md written the slow obvious way on dense masks: [(written, iou, score)]."""
     def factor(n):
         return 1.0 if penalty is None else float(penalty) ** (n - 1)
     live = [c for c in range(len(masks)) if masks[c].any()]

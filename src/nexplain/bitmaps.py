@@ -1,4 +1,4 @@
-"""A unit's activation maps turned into `Bitmap`s over the concept-mask grid (METHODS §2, §4).
+"""A unit's activation maps turned into `Bitmap`s over the concept-mask grid (docs/methods.md).
 
 - `top_bitmap`: NetDissect/CoEx cells, upsampled value > the unit's 0.995 quantile.
 - `cluster_ranges` + `cluster_bitmaps`: Clustered Compositional Explanations, one bitmap
@@ -101,7 +101,7 @@ def top_bitmap(image_ids, maps, n_images: int, mask_shape, q: float = TOP_QUANTI
 
 def fit_clusters(values, k: int = 5, mode: str = "tile", seed: int = 0, *,
                  max_fit: int = MAX_FIT, n_init: int = N_INIT) -> tuple[list[Range], dict]:
-    """K-means activation ranges of one unit (METHODS §4), sorted by value, plus an info dict.
+    """K-means activation ranges of one unit (docs/methods.md), sorted by value, plus an info dict.
 
     Values are taken as float32 (the activations' dtype); zeros are dropped when no
     value is negative. K-means is fitted on at most `max_fit`

@@ -1,7 +1,7 @@
 """Explain every unit of a layer with NetDissect, CoEx or Clustered CoEx; one Parquet table.
 
 One row per unit (netdissect, coex) or per unit and cluster range (clustered): the
-formula, its concept ids, the range, every METHODS §4 metric and the search's visited
+formula, its concept ids, the range, every docs/methods.md metric and the search's visited
 count. Units run in parallel worker processes; per-unit seconds go to a separate timing
 table, because the explanation table must be the same bytes on every run.
 """

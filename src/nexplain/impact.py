@@ -1,4 +1,4 @@
-"""Top Impact and area-chart data (METHODS section 5): why a unit's whole range matters.
+"""Top Impact and area-chart data (docs/methods.md): why a unit's whole range matters.
 
 Top Impact: zero unit k (its whole map) and, per input, I_k = (dAcc - dL) / 2 with
 dAcc = ([f(x) right] - [f_~k(x) right]) / sum_j [f(x_j) right] and

@@ -1,4 +1,4 @@
-"""Label masking of an explanation table (METHODS §4), an option because it runs the model.
+"""Label masking of an explanation table (docs/methods.md), an option because it runs the model.
 
 For each explained unit (and cluster range): a seeded sample of the images where the
 formula's mask is non-empty, each kept on the mask and replaced by uniform noise in

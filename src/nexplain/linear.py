@@ -1,4 +1,4 @@
-"""Linear Explanations (METHODS section 5): each unit as a short weighted sum of concepts.
+"""Linear Explanations (docs/methods.md): each unit as a short weighted sum of concepts.
 
 Concepts first pass `ConceptFilter` (`linear.concept_filter`) on the train split; a filter
 that keeps none is an error, not a layer of empty explanations. Then two steps for all units:
@@ -28,7 +28,7 @@ from nexplain.method_module import make_callable
 log = logging.getLogger(__name__)
 
 
-MIN_STD = 1e-5  # a concept's least train std (METHODS section 5)
+MIN_STD = 1e-5  # a concept's least train std (docs/methods.md)
 
 
 @dataclass(frozen=True)

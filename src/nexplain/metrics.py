@@ -1,4 +1,4 @@
-"""Explanation metrics of Clustered Compositional Explanations (METHODS §3-4).
+"""Explanation metrics of Clustered Compositional Explanations (docs/methods.md).
 
 A is a unit's (or cluster's) Bitmap, L a formula's mask, both over the same images
 and grid. Every ratio with an empty denominator is 0.0: an empty formula detects

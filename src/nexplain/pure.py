@@ -1,4 +1,4 @@
-"""PURE circuits and the Kawashima evaluation (METHODS section 6).
+"""PURE circuits and the Kawashima evaluation (docs/methods.md).
 
 Per unit and earlier layer: K-means on the unit's top-M relevance vectors gives its circuits;
 the Pearson correlation between the lower triangles of the M x M Euclidean distance matrices

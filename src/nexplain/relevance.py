@@ -1,4 +1,4 @@
-"""Gradient x Activation relevance of earlier channels for a unit (METHODS section 6, PURE).
+"""Gradient x Activation relevance of earlier channels for a unit (docs/methods.md, PURE).
 
 For unit k of a layer and image x, the backward pass is seeded by z = 1/2 ||relu(A_k(x))||^2
 (A_k the unit's spatial map); the relevance of channel i of an earlier layer is

@@ -1,12 +1,12 @@
 """The score report of one layer: every method on the same units, from the method tables.
 
 One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) holds:
-- `metrics`: IoU-family metrics of the formula explainers (METHODS section 4), over the units
+- `metrics`: IoU-family metrics of the formula explainers (docs/methods.md), over the units
   (and clustered ranges) they explained;
 - `length`: explanation length of every explainer;
-- `simulation`: correlation and ablation scores per explainer and simulator (METHODS section 5);
+- `simulation`: correlation and ablation scores per explainer and simulator (docs/methods.md);
 - `top_impact`: TI(beta) over the units where it was computed;
-- `pure`: the per-earlier-layer distance correlations (METHODS section 6).
+- `pure`: the per-earlier-layer distance correlations (docs/methods.md).
 Means skip dead units and undefined (NaN) scores; `n` says how many entered. A per-unit table
 joins every method's explanation of each unit.
 """

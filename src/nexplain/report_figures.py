@@ -96,7 +96,7 @@ def area_proportions(buckets: pd.DataFrame, top: int = 8, skip=("border", "core"
 
 def area_chart(path, buckets: pd.DataFrame, unit: int, top: int = 8, skip=("border", "core")) -> None:
     """Proportions of the `top` concepts or classes (largest peak proportion) across one unit's
-    activation buckets (METHODS section 5), stacked to 1 with the rest as "other", with the
+    activation buckets (docs/methods.md), stacked to 1 with the rest as "other", with the
     inputs per bucket above. An image holds several labels, so a bucket's shares are
     normalised to proportions of its label occurrences, as the LE paper draws them."""
     plt = _plt()

@@ -1,4 +1,4 @@
-"""Simulation scores of every explainer of a layer, side by side (METHODS section 5).
+"""Simulation scores of every explainer of a layer, side by side (docs/methods.md).
 
 Each explainer table becomes rows (explainer, unit, cluster, terms, bias): LE tables give
 their weighted concepts and bias; NetDissect, CoEx and each Clustered CoEx range give

@@ -1,6 +1,6 @@
 """Explaining one unit (or cluster) bitmap A: NetDissect, CoEx beam search, MMESH search.
 
-All searches count exactly (METHODS.md section 3). One pass over supp(A) gives
+All searches count exactly (docs/methods.md). One pass over supp(A) gives
 Z_c = |A and c| for every concept. For a beam formula L and every concept c,
 X_c = |L and c| (unit-independent, cached by L's canonical key) and
 Y_c = |A and L and c| give every candidate `L op c` by inclusion-exclusion:
@@ -12,7 +12,7 @@ Y_c = |A and L and c| give every candidate `L op c` by inclusion-exclusion:
 
 `beam_search` computes X and Y for all c (a pass over supp(L) and one over
 supp(A and L)). `mmesh_search` first bounds every candidate's IoU from per-image
-areas, boxes and all-ones rectangles (METHODS section 4, unrounded, plus the extra
+areas, boxes and all-ones rectangles (docs/methods.md, unrounded, plus the extra
 valid bounds noted in `_estimates` and `_coarse`), then counts exactly only the
 (L, c) pairs it visits in bound order, stopping when the beam is full and the next
 bound is strictly below the beam's worst score. Since the bound is >= the score in
@@ -318,12 +318,12 @@ def _coarse(ctx: _Ctx, n_l: int, i_l: int) -> np.ndarray:
 
 def _estimates(ctx: _Ctx, region: Region, areas: np.ndarray, il_img: np.ndarray, n_l: int, i_l: int,
                floor: float = 0.0):
-    """Upper bounds on the IoU of `L op c`, (3, C) in OPS order (METHODS section 4).
+    """Upper bounds on the IoU of `L op c`, (3, C) in OPS order (docs/methods.md).
 
     Per image n: Imax >= |A_n and F_n| and amin, with amin - Imax <= |F_n| - |A_n and F_n|,
     so sum Imax / (|A| + sum amin - sum Imax) >= IoU. Only images of supp(L) holding c
     need per-pair terms; elsewhere the bound is exact and enters via the totals.
-    Extra bounds beyond METHODS: AND: |L and c| >= aL + ac - area(hull of boxes);
+    Extra bounds beyond docs/methods.md: AND: |L and c| >= aL + ac - area(hull of boxes);
     AND NOT: |L - c| >= aL - ac and >= |rect_L outside box_c|. And false positives: with
     fL, fc the cells of L and c outside A_n, |F_n outside A_n| is at least fL + fc - s (OR),
     fL - s (AND NOT) with s = min(fL, fc, box overlap), and fL + fc - |outside A_n| (AND);
@@ -450,7 +450,7 @@ def netdissect(A: Bitmap, store: ConceptStore, cache: SearchCache | None = None,
 def beam_search(A: Bitmap, store: ConceptStore, length: int = 3, beam: int = 5,
                 start_beam: int | None = None, penalty: float | None = None,
                 cache: SearchCache | None = None, final_beam: int = 1, pair_counts=None) -> SearchResult:
-    """CoEx beam search (METHODS section 3), every candidate counted exactly.
+    """CoEx beam search (docs/methods.md), every candidate counted exactly.
 
     The last round keeps `final_beam` formulas: 1, the reported best, by default (as the
     reference does); `final_beam=beam` keeps the whole beam. Earlier rounds are unchanged,

@@ -1,4 +1,4 @@
-"""Simulation scoring (METHODS section 5): predict a unit from its explanation, then compare.
+"""Simulation scoring (docs/methods.md): predict a unit from its explanation, then compare.
 
 An explanation is `terms` [(weight, term)] plus a bias, a term being a concept name or a
 formula string (`nexplain.formulas`). A simulator is a concept matrix P_sim; a formula

@@ -1,4 +1,4 @@
-"""Train / val / test split of a probe dataset (METHODS section 5), drawn once from a seed.
+"""Train / val / test split of a probe dataset (docs/methods.md), drawn once from a seed.
 
 The split is a table (`image_id`, `split`), so every method reads the same assignment.
 """

@@ -1,4 +1,4 @@
-"""Concept matrices from a vision-language model (METHODS section 5, VLM mode).
+"""Concept matrices from a vision-language model (docs/methods.md, VLM mode).
 
 P = sigmoid(a * (cos(E_T(c), E_I(x)) + b)) with L2-normalised open_clip embeddings.
 Image embeddings are cached as Parquet (`image_id`, `embedding`), so a new concept set

@@ -1,7 +1,7 @@
 """Reader for the Broden on-disk format (NetDissect), real downloads and our world alike.
 
 A root holds `index.csv`, `label.csv`, `category.csv`, `c_<category>.csv` and an
-`images/` folder (METHODS.md section 1). Opening reads only the CSVs (63k rows for
+`images/` folder (docs/methods.md). Opening reads only the CSVs (63k rows for
 real Broden); masks are decoded one image at a time by `segmentation` and
 `concept_masks`, so memory never grows with the number of images.
 

@@ -5,7 +5,7 @@ Every pixel's shape, colour, texture and part is known exactly, and every image 
 a class whose rule combines several concepts ("a red circle", "a dotted object in a
 snow scene"), so units of a model trained on the classes become compositional.
 
-Files written under `root` (Broden's format, METHODS.md section 1, plus side files):
+Files written under `root` (Broden's format, docs/methods.md, plus side files):
 
     index.csv, category.csv, label.csv, c_<category>.csv
     images/<split>/<id>.png                         the image, RGB

@@ -1,0 +1,44 @@
+"""The README and the MkDocs site: small, self-contained, and every page builds and renders."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from browser import check_page, needs_chromium
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_is_short_and_points_only_inside_the_repo():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 15_000
+    assert "../shared" not in text and "METHODS.md" not in text  # a clone does not have them
+    for link in re.findall(r"\]\(([^)#]+)", text):
+        if not link.startswith(("http://", "https://")):
+            assert (ROOT / link).exists(), f"README links to {link}, which is not in the repo"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_the_docs_site_builds_strictly_with_every_page(site):
+    for page in ("index", "api", "methods", "configuration", "benchmarks", "report", "reliability"):
+        assert (site / page / "index.html").is_file() or (page == "index" and (site / "index.html").is_file()), page
+    assert (site / "screenshots" / "unit_page.png").is_file()
+
+
+@needs_chromium
+@pytest.mark.parametrize("page", ["index.html", "report/index.html", "api/index.html"])
+def test_docs_pages_render_with_every_image(site, page, tmp_path):
+    info = check_page(site / page, tmp_path)
+    assert info["broken"] == []
+    assert len(info["text"]) > 500
