@@ -8,8 +8,10 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test install bench clean
 
+# The run records itself in DVC (dvc.lock and the cache), so `dvc status` is clean after it.
 run: install
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/dvc commit --force --quiet
 
 # The browser tests need Debian's chromium: installed here where apt-get can (about 25 s), else they skip.
 test: install

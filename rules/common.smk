@@ -289,8 +289,19 @@ def vlm_outputs():
     return [f"{RESULTS}/vlms/{v}/zero_shot.json" for v, spec in VLMS.items() if spec["source"] == "train"]
 
 
+def headline_inputs(wildcards):
+    """The artifacts the headline numbers come from (nexplain.run_summary.headline_values)."""
+    models = [f"{RESULTS}/models/{m}/metrics.json" for m, spec in MODELS.items() if spec["source"] == "train"]
+    return models + report_outputs() + linear_outputs() + vlm_outputs() + pure_outputs()
+
+
+def headline_config():
+    """What headline_values reads of the config: the blocks that name targets and results."""
+    return {k: config.get(k) for k in ("results", "models", "vlms", "explain", "linear", "pure") if k in config}
+
+
 def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs() + vlm_outputs() + pure_outputs() + report_outputs())
+            + linear_outputs() + vlm_outputs() + pure_outputs() + report_outputs() + [f"{RESULTS}/headlines.json"])

@@ -65,3 +65,24 @@ rule unit_pages:
         "../envs/torch.yaml"  # the top images upsample maps with torch
     script:
         "../scripts/unit_pages.py"
+
+
+rule headlines:
+    input:
+        headline_inputs,
+    output:
+        f"{RESULTS}/headlines.json",
+    log:
+        "logs/headlines.log",
+    benchmark:
+        "logs/benchmarks/headlines.tsv"
+    params:
+        config=headline_config(),
+        code=code("headlines"),
+    threads: 1
+    resources:
+        **rule_resources("headlines"),
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/headlines.py"

@@ -8,7 +8,8 @@ from nexplain.compute import Compute
 from nexplain.crops import training_crops
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
-from nexplain.models.clip import TrainSettings, new_model, preprocess_images, save_checkpoint, train_clip
+from nexplain.models.clip import (TrainSettings, new_model, preprocess_images, resolve_precision, save_checkpoint,
+                                  train_clip)
 from nexplain.runner import log, run_rule
 from nexplain.tracking import Outcome
 
@@ -25,11 +26,12 @@ def main(snakemake):
     images = preprocess_images(open_dataset(p.reader, inp.root), preprocess, ids)
     crops = (training_crops(p.reader, inp.root, ids, images.shape[-1], settings.crop_size)
              if settings.crops else None)
-    model, losses = train_clip(model, p.arch, images, captions, concepts, settings, crops=crops,
-                               device=Compute.of(p.compute).device)
+    device = Compute.of(p.compute).device
+    model, losses = train_clip(model, p.arch, images, captions, concepts, settings, crops=crops, device=device)
     log.info("%s: loss %.4f -> %.4f over %d steps", p.arch, losses[0], losses[-1], len(losses))
     save_checkpoint(model, snakemake.output.checkpoint)
-    history = {"arch": p.arch, "settings": p.train, "train_images": len(ids),
+    history = {"arch": p.arch, "settings": p.train, "precision": resolve_precision(settings.precision, device),
+               "train_images": len(ids),
                "object_crops": 0 if crops is None else len(crops), "losses": losses}
     write_text(snakemake.output.history, json.dumps(history, indent=1, sort_keys=True) + "\n")
     return Outcome(metrics={"loss": losses, "final_loss": losses[-1]}, artifacts=[snakemake.output.history])

@@ -132,7 +132,7 @@ def test_settings_reject_unknown_keys_and_losses():
         TrainSettings.from_config({"epoch": 3})
     with pytest.raises(ConfigError, match="valid choices are siglip, clip"):
         TrainSettings.from_config({"loss": "hinge"})
-    with pytest.raises(ConfigError, match="precision 'fp16': valid choices are fp32, bf16"):
+    with pytest.raises(ConfigError, match="precision 'fp16': valid choices are fp32, bf16, auto"):
         TrainSettings.from_config({"precision": "fp16"})
     with pytest.raises(ConfigError, match="crops needs loss: siglip with concept_texts: true"):
         TrainSettings.from_config({"crops": 8, "loss": "clip"})
@@ -198,3 +198,16 @@ def test_text_encoding_up_to_the_longest_text_equals_open_clips(name):
         assert torch.allclose(short, model.encode_text(tokens[:2], normalize=True), atol=1e-6)
         assert torch.allclose(encode_text(model, tokens), model.encode_text(tokens, normalize=True), atol=1e-6)
         assert not torch.allclose(short[0], short[1], atol=1e-3)  # the texts differ, so does the check
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, caplog):
+    from nexplain.models import clip
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert clip.resolve_precision("auto", "cpu") == "fp32"  # an AVX2 CPU emulates bf16, ~10x slower
+    with caplog.at_level(logging.WARNING):
+        assert clip.resolve_precision("bf16", "cpu") == "bf16"  # asked for: kept, with a warning
+    assert "no native bfloat16" in caplog.text
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert clip.resolve_precision("auto", "cpu") == "bf16" and clip.resolve_precision("fp32", "cpu") == "fp32"

@@ -62,3 +62,14 @@ def test_the_cli_prints_the_same_summary(run, monkeypatch, capsys):
     monkeypatch.setattr("nexplain.config.load_config", lambda path: CONFIG)
     assert cli(["summary"]) == 0
     assert capsys.readouterr().out == summary(CONFIG, ".")
+
+
+def test_headline_values_are_few_and_grouped_for_dvc_metrics(run):
+    from nexplain.run_summary import headline_values
+
+    v = headline_values(CONFIG, run)
+    assert list(v) == ["net", "net/world/layer4", "clip", "pure net/layer4"]
+    assert v["net"] == {"test_accuracy": 0.6133, "chance": 0.1}
+    assert v["net/world/layer4"] == {"netdissect_iou": 0.1234, "coex_iou": 0.2, "clustered_iou": 0.05,
+                                     "le_label_val_corr": 0.6}
+    assert v["clip"] == {"zero_shot_auc": 0.9123} and v["pure net/layer4"] == {"layer3": 0.31}

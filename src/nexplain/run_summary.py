@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from nexplain.config import mlflow_settings
-
 FORMULA_METHODS = ("netdissect", "coex", "clustered")
 
 
@@ -37,46 +35,69 @@ def _le_val_corr(path: Path) -> float | None:
     return float(live.mean()) if len(live) else None
 
 
-def headlines(config: dict, workdir: str | Path = ".") -> list[str]:
-    """One line per headline number found: model accuracy, mean IoU per formula method and LE
-    val correlation per layer, VLM zero-shot AUC, PURE's best layer."""
+def _targets(config: dict) -> list[tuple[str, str, str]]:
+    targets = {(t["model"], t["dataset"], layer) for block in ("linear", "explain")
+               for t in (config.get(block) or {}).get("targets", []) for layer in t["layers"]}
+    return sorted(targets)
+
+
+def headline_values(config: dict, workdir: str | Path = ".") -> dict[str, dict[str, float]]:
+    """The run's headline numbers, grouped (DVC metrics, the end-of-run summary): per trained
+    model its accuracy, per layer each method's mean IoU and each LE's val correlation, per
+    trained VLM its zero-shot AUC, per PURE target each earlier layer's distance correlation.
+    Groups and numbers whose artifacts are missing are left out."""
     root = Path(workdir) / config["results"]
-    lines = []
+    out: dict[str, dict[str, float]] = {}
     for name, spec in config.get("models", {}).items():
         m = _json(root / "models" / name / "metrics.json") if spec["source"] == "train" else None
         if m:
-            lines.append(f"{name}: test accuracy {_fmt(m.get('test_accuracy'), True)} "
-                         f"(chance {_fmt(m.get('chance'), True)})")
-    targets = {(t["model"], t["dataset"], layer) for t in config.get("linear", {}).get("targets", [])
-               for layer in t["layers"]}
-    targets |= {(t["model"], t["dataset"], layer) for t in config.get("explain", {}).get("targets", [])
-                for layer in t["layers"]}
-    for model, dataset, layer in sorted(targets):
+            out[name] = {k: m[k] for k in ("test_accuracy", "val_accuracy", "chance") if m.get(k) is not None}
+    for model, dataset, layer in _targets(config):
         base = root / model / dataset / layer
         scores = _json(base / "report" / "scores.json") or {}
-        parts = [f"{m} IoU {_fmt(scores[f'metrics.{m}.iou'])}" for m in FORMULA_METHODS
-                 if f"metrics.{m}.iou" in scores]
+        group = {f"{m}_iou": scores[f"metrics.{m}.iou"] for m in FORMULA_METHODS if f"metrics.{m}.iou" in scores}
         for le in sorted((base / "explanations").glob("le_*.parquet")):
             corr = _le_val_corr(le)
             if corr is not None:
-                parts.append(f"LE({le.stem[3:]}) val corr {_fmt(corr)}")
-        if parts:
-            lines.append(f"{model}/{dataset}/{layer}: " + ", ".join(parts))
+                group[f"{le.stem}_val_corr"] = round(corr, 6)
+        if group:
+            out[f"{model}/{dataset}/{layer}"] = group
     for name, spec in config.get("vlms", {}).items():
         z = _json(root / "vlms" / name / "zero_shot.json")
-        if z:
-            lines.append(f"{name}: zero-shot mean AUC {_fmt(z.get('mean_auc'))} (test split)")
-    for t in config.get("pure", {}).get("targets", []):
+        if z and z.get("mean_auc") is not None:
+            out[name] = {"zero_shot_auc": z["mean_auc"]}
+    for t in (config.get("pure") or {}).get("targets", []):
         p = _json(root / t["model"] / t["dataset"] / t["layer"] / "pure" / "summary.json")
-        if p and p.get("best_layer"):
-            best = p["best_layer"]
-            lines.append(f"PURE {t['model']}/{t['layer']}: relevances of {best} agree best with "
-                         f"{config['pure'].get('reference')} (distance corr {_fmt(p.get(f'{best}.corr_mean'))})")
+        if p:
+            out[f"pure {t['model']}/{t['layer']}"] = {k.removesuffix(".corr_mean"): v for k, v in sorted(p.items())
+                                                     if k.endswith(".corr_mean")}
+    return out
+
+
+def headlines(config: dict, workdir: str | Path = ".") -> list[str]:
+    """The headline numbers as lines of text."""
+    lines = []
+    for group, values in headline_values(config, workdir).items():
+        if "test_accuracy" in values:
+            lines.append(f"{group}: test accuracy {_fmt(values['test_accuracy'], True)} "
+                         f"(chance {_fmt(values.get('chance'), True)})")
+        elif "zero_shot_auc" in values:
+            lines.append(f"{group}: zero-shot mean AUC {_fmt(values['zero_shot_auc'])} (test split)")
+        elif group.startswith("pure "):
+            best = max(values, key=lambda k: values[k]) if values else None
+            if best:
+                lines.append(f"PURE {group[5:]}: relevances of {best} agree best with "
+                             f"{config['pure'].get('reference')} (distance corr {_fmt(values[best])})")
+        else:
+            parts = [f"{k[:-4]} IoU {_fmt(v)}" for k, v in values.items() if k.endswith("_iou")]
+            parts += [f"LE({k[3:-9]}) val corr {_fmt(v)}" for k, v in values.items() if k.endswith("_val_corr")]
+            lines.append(f"{group}: " + ", ".join(parts))
     return lines
 
 
 def where(config: dict, workdir: str | Path = ".") -> list[tuple[str, str]]:
     """(what, path or command) for the unit pages of each layer, the MLflow store and the report."""
+    from nexplain.config import mlflow_settings  # here: the headlines job needs neither (nor torch)
     from nexplain.tracking import tracking_uri
 
     root = Path(workdir) / config["results"]

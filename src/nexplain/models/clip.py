@@ -35,7 +35,7 @@ from nexplain.models.clip_registry import random_init, register_configs
 
 log = logging.getLogger(__name__)
 LOSSES = ("siglip", "clip")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class TrainSettings:
     warmup: float = 0.1          # share of the steps with a linear warm-up, then cosine decay
     prompt_share: float = 0.5    # share of the texts that are single-concept prompts
     concept_texts: bool = True   # sigmoid loss: every step also scores each concept's name
-    precision: str = "fp32"      # bf16: the image tower runs under bfloat16 autocast (fast with AMX)
+    precision: str = "fp32"      # bf16: the image tower under bfloat16 autocast; auto: bf16 where native
     crops: int = 0               # object crops per step (sigmoid loss, size-agnostic image tower)
     crop_size: int = 48          # their side, in input pixels
     train_token_embedding: bool = True  # false: keep its random init (6.3 M fewer weights per step)
@@ -69,6 +69,26 @@ class TrainSettings:
             raise ConfigError("VLM train.crops needs loss: siglip with concept_texts: true "
                               "(a crop is scored against the concept names)")
         return s
+
+
+def native_bf16(device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU, or a CPU with AVX512-BF16 or AMX.
+    Elsewhere (an AVX2-only CPU) bf16 is emulated, about 10x slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str, device) -> str:
+    """`auto` -> bf16 where the device computes it natively, else fp32; bf16 asked for on a
+    device that only emulates it is kept (the bytes of a recipe stay), with a warning."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("VLM precision bf16 on %s, which has no native bfloat16: about 10x slower than fp32 "
+                    "(precision: auto picks fp32 here)", torch.device(device))
+    return precision
 
 
 class _PositivesSigLip:
@@ -234,6 +254,7 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
     rng = np.random.default_rng(settings.seed)
     losses = []
     model.visual.to(memory_format=torch.channels_last)  # 1.4-1.8x faster CPU convolutions
+    bf16 = resolve_precision(settings.precision, device) == "bf16"
     model.train()
     with tqdm(total=total, desc=f"train {name}", disable=not progress) as bar:
         for _ in range(settings.epochs):
@@ -242,7 +263,7 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
                 rows = order[s * bs:(s + 1) * bs]
                 x = dihedral(images[rows].to(device), rng).contiguous(memory_format=torch.channels_last)
                 tokens, targets = (t.to(device) for t in texts.draw(rng, rows, settings.prompt_share))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     img = model.encode_image(x)
                 img = F.normalize(img.float(), dim=-1)
                 txt = encode_text(model, tokens)
@@ -255,7 +276,7 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
                     if crop_table is not None:  # each crop against the concept names
                         xc, pick = crop_table.draw(rng, images, settings.crops)
                         xc = dihedral(xc.to(device), rng).contiguous(memory_format=torch.channels_last)
-                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                             cimg = model.encode_image(xc)
                         ctarget = texts.concept_targets(pick, crop_table.present).to(device)
                         loss = loss + siglip(F.normalize(cimg.float(), dim=-1), names, model, ctarget)
