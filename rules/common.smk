@@ -279,6 +279,16 @@ def unit_page_inputs(wildcards):
     return out
 
 
+def page_patterns():
+    """The unit pages the Snakemake report embeds: the index and the pages of `report.units` (the
+    units with figures); every unit's page stays on disk beside them."""
+    from nexplain.units import select_units
+
+    spec = (config.get("report") or {}).get("units", "0-3")
+    units = r"\d{4}" if spec == "all" else "|".join(f"{u:04d}" for u in select_units(spec, 10**4))
+    return [f"{{page,index|unit_({units})}}.html"]
+
+
 def report_outputs():
     return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/{name}"
             for t in LINEAR["targets"] for layer in t["layers"] for name in ("scores.json", "pages")]

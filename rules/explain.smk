@@ -53,9 +53,7 @@ rule merge_explanations:
     input:
         shard_parts("explain", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}"),
     output:
-        table=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.parquet",
-                     caption="../report/explanations.rst", category="Explanations",
-                     subcategory="{model} {layer}"),
+        table=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.parquet",
         scores=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/{{method}}.scores.json",
     log:
         f"logs/merge_explanations/{{model}}/{{dataset}}/{{layer}}/{{method}}.log",

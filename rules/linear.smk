@@ -54,8 +54,7 @@ rule linear:
         matrix=f"{RESULTS}/{{dataset}}/concept_matrix/{{source}}.parquet",
         splits=f"{RESULTS}/{{dataset}}/splits.parquet",
     output:
-        report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/le_{{source}}.parquet",
-               caption="../report/linear.rst", category="Explanations", subcategory="{model} {layer}"),
+        f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/explanations/le_{{source}}.parquet",
     log:
         f"logs/linear/{{model}}/{{dataset}}/{{layer}}/{{source}}.log",
     benchmark:
@@ -110,8 +109,7 @@ rule merge_simulation:
     input:
         shard_parts("simulate", f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}"),
     output:
-        scores=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.parquet",
-                      caption="../report/simulation.rst", category="Scores", subcategory="{model} {layer}"),
+        scores=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.parquet",
         summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/scores/simulation.{{simulator}}.json",
     log:
         f"logs/merge_simulation/{{model}}/{{dataset}}/{{layer}}/{{simulator}}.log",

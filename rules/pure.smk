@@ -62,8 +62,7 @@ rule pure:
     output:
         clusters=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/clusters.parquet",
         correlations=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/correlations.parquet",
-        summary=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.parquet",
-                       caption="../report/pure.rst", category="PURE", subcategory="{model} {layer}"),
+        summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.parquet",
         metrics=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.json",
         figure=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.png",
                       caption="../report/pure.rst", category="PURE", subcategory="{model} {layer}"),

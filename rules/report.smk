@@ -7,8 +7,7 @@ rule score_report:
     input:
         unpack(report_inputs),
     output:
-        table=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/scores.parquet",
-                     caption="../report/scores.rst", category="Report", subcategory="{model} {layer}"),
+        table=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/scores.parquet",
         metrics=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/scores.json",
         units=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/units.parquet",
         methods=report(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/methods.png",
@@ -44,7 +43,7 @@ rule unit_pages:
     input:
         unpack(unit_page_inputs),
     output:
-        pages=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/pages"), htmlindex="index.html",
+        pages=report(directory(f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/report/pages"), patterns=page_patterns(),
                      caption="../report/unit_pages.rst", category="Report", subcategory="{model} {layer} unit pages"),
     log:
         f"logs/unit_pages/{{model}}/{{dataset}}/{{layer}}.log",

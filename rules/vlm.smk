@@ -86,8 +86,7 @@ rule evaluate_vlm:
         splits=lambda wc: f"{RESULTS}/{VLMS[wc.vlm]['train']['dataset']}/splits.parquet",
     output:
         calibration=f"{RESULTS}/vlms/{{vlm}}/calibration.json",
-        table=report(f"{RESULTS}/vlms/{{vlm}}/zero_shot.parquet",
-                     caption="../report/zero_shot.rst", category="Vision-language models", subcategory="{vlm}"),
+        table=f"{RESULTS}/vlms/{{vlm}}/zero_shot.parquet",
         metrics=f"{RESULTS}/vlms/{{vlm}}/zero_shot.json",
     log:
         f"logs/evaluate_vlm/{{vlm}}.log",

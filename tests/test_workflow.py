@@ -28,7 +28,7 @@ EXPLAIN_JOBS = {"explain": 6, "merge_explanations": 3}  # 3 methods x 2 shards o
 LINEAR_JOBS = {"linear": 2, "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1,
                "area_chart": 1}
 LATE_JOBS = {"relevance": 2, "merge_relevance": 1, "pure": 1, "score_report": 1,
-             "unit_pages": 1}  # PURE of layer4 (2 shards of relevances), the layer's report
+             "unit_pages": 1, "headlines": 1}  # PURE of layer4 (2 shards of relevances), the report, headlines
 # tiny.yaml is merged over config.yaml, so config.yaml's world_vit is trained too
 VLM_JOBS = {"captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1}
 
@@ -84,7 +84,7 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
                                         **LATE_JOBS, "all": 1}
         tiny.write_text(original.replace("k: 3,", "k: 4,"))  # one method's setting: its jobs only
         assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 2, "merge_simulation": 1,
-                                        "score_report": 1, "unit_pages": 1, "all": 1}
+                                        "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
         tiny.write_text(original.replace("top: 10", "top: 12"))  # PURE's setting: PURE and the report only
         assert _scheduled(workflow) == {**LATE_JOBS, "all": 1}
     finally:
@@ -236,8 +236,15 @@ def test_the_report_and_a_unit_page_open_in_a_browser(workflow, tmp_path):
     info = check_page(page, tmp_path)
     embedded = [p for p in (workflow / LAYER4 / "report/units").glob("*_0000.png")]
     embedded += list((workflow / LAYER4 / "pure/units").glob("unit_0000.png"))
-    assert info["broken"] == [] and info["images"] == len(embedded) >= 4
+    assert info["broken"] == [] and info["images"] == len(embedded) + 1 >= 5  # + the top-image strip
     assert info["tables"] == 3  # explanations, Clustered CoEx ranges, Top Impact
+    pages = workflow / LAYER4 / "report/pages"
+    assert len(list(pages.glob("unit_*.html"))) == 512  # every unit of layer4 has a page
+    info = check_page(pages / "unit_0300.html", tmp_path)  # outside report.units: no figures, still its top images
+    assert info["broken"] == [] and info["images"] in (0, 1)
+    info = check_page(pages / "index.html", tmp_path)
+    assert info["broken"] == [] and info["rows"] >= 513 and "Units (512)" in info["text"]
+    assert "<h2>Glossary</h2>" in (pages / "index.html").read_text()
     units = pq.read_table(workflow / LAYER4 / "report/units.parquet").to_pandas().set_index("unit")
     for method in ("netdissect", "coex", "le_label", "le_world_siglip"):
         assert units.loc[0, method] in info["text"]
