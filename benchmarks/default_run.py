@@ -52,7 +52,7 @@ def _cpu() -> dict:
             "cores": text.count("processor\t:") or None}
 
 
-def record(run_dir: Path, wall_s: float, command: str) -> dict:
+def record(run_dir: Path, wall_s: float, command: str, note: str = "") -> dict:
     rules: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "max_rss_mb": 0.0})
     bench = run_dir / "logs" / "benchmarks"
     for tsv in sorted(bench.rglob("*.tsv")):
@@ -64,7 +64,7 @@ def record(run_dir: Path, wall_s: float, command: str) -> dict:
         r["wall_s"] = round(r["wall_s"] + float(row["s"]), 1)
         r["cpu_s"] = round(r["cpu_s"] + float(row.get("cpu_time") or 0), 1)
         r["max_rss_mb"] = max(r["max_rss_mb"], round(float(row["max_rss"] or 0), 0))
-    data = {"date": datetime.date.today().isoformat(), "machine": _cpu(), "command": command,
+    data = {"date": datetime.date.today().isoformat(), "machine": _cpu(), "command": command, "note": note,
             "wall_s": round(wall_s), "rules": dict(sorted(rules.items())),
             "headlines": json.loads((run_dir / "results" / "headlines.json").read_text())}
     RECORD.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -81,7 +81,8 @@ def render(data: dict) -> str:
     lines = [f"Measured in a fresh clone on {data['date']}: `{data['command']}` took "
              f"**{_mmss(data['wall_s'])}**, installation included, on this project's {m['cores']}-core "
              f"CPU machine ({m['cpu']}, {m['isa']}); Snakemake ran {jobs} jobs. Seconds are the jobs' "
-             "own wall times, summed per step (`benchmarks/default_run.json`):", "",
+             "own wall times, summed per step (`benchmarks/default_run.json`)."
+             + (f" {data['note']}" if data.get("note") else ""), "",
              "| step | jobs | seconds | peak RSS |", "|---|---|---|---|"]
     for label, names in STAGES:
         part = [rules[n] for n in names if n in rules]
@@ -122,10 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--wall-s", type=float, required=True, help="the command's wall time (e.g. from /usr/bin/time)")
     p.add_argument("--command", default="make run")
+    p.add_argument("--note", default="", help="what else shared the machine, say")
     sub.add_parser("fill")
     args = parser.parse_args(argv)
     if args.action == "record":
-        record(args.run_dir, args.wall_s, args.command)
+        record(args.run_dir, args.wall_s, args.command, args.note)
     fill()
     return 0
 

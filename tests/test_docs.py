@@ -42,3 +42,18 @@ def test_docs_pages_render_with_every_image(site, page, tmp_path):
     info = check_page(site / page, tmp_path)
     assert info["broken"] == []
     assert len(info["text"]) > 500
+
+
+def test_the_readme_run_figures_are_the_recorded_run():
+    """README's run block is benchmarks/default_run.py's rendering of the recorded run, number for number."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("default_run", ROOT / "benchmarks" / "default_run.py")
+    default_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(default_run)
+    record = json.loads((ROOT / "benchmarks" / "default_run.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    block = text.split(default_run.BEGIN, 1)[1].split(default_run.END, 1)[0]
+    assert block.strip() == default_run.render(record).strip()
+    assert record["headlines"] and sum(r["jobs"] for r in record["rules"].values()) > 50

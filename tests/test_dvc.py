@@ -121,3 +121,61 @@ def test_a_code_change_through_dvc_reruns_only_what_uses_it(repo):
                                                 "merge_simulation": 1,
                                                 "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
     assert "Data and pipelines are up to date" in dvc(wf, "status").stdout
+
+
+def _documented_commands(doc: str, heading: str) -> list[str]:
+    """The commands of the first bash block after `heading` in docs/<doc>, comments stripped."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    block = text.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_documented_commands_work_as_written_after_a_run(repo, tmp_path):
+    """docs/versioning.md's DVC block, its lineage and MLflow commands, as a user types them after
+    `make run` (snakemake, then `dvc commit`): each exits 0 and does what the doc says."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from services.slurm import free_port
+    from workflow_copy import BIN, env
+
+    wf, _ = repo
+    dvc(wf, "remote", "default", "local")     # the project's default (an earlier test pushed elsewhere)
+    dvc(wf, "commit", "--force", "--quiet")  # the last step of `make run`
+    commit(wf, "a run")                       # so that HEAD~1 exists for `dvc metrics diff HEAD~1`
+    commands = _documented_commands("versioning.md", "### DVC")
+    assert commands[:3] == ["dvc status", "dvc repro", "dvc push"]
+    out = {}
+    for cmd in commands:
+        if cmd.startswith("dvc add /data"):  # an example path of the user's own
+            continue
+        out[cmd] = run(wf, BIN / cmd.split()[0], *cmd.split()[1:]).stdout
+    assert "Data and pipelines are up to date" in out["dvc status"]
+    assert (wf.parent / "nexplain-dvc-remote").is_dir()  # the default remote, created by the push
+    assert "headlines.json" in out["dvc metrics show"] and "netdissect_iou" in out["dvc metrics show"]
+    assert (wf / "dvc_plots" / "index.html").is_file()
+    lineage = run(wf, BIN / "nexplain", "lineage", "results/resnet18_world/world/layer4/activations/summary.parquet")
+    assert "lineage of results/resnet18_world/world/layer4/activations/summary.parquet" in lineage.stdout
+    assert "nexplain: results" in run(wf, BIN / "nexplain", "summary", "--config", "config.yaml").stdout
+    port = free_port()  # `mlflow ui --backend-store-uri sqlite:///mlflow.db`, on a free local port
+    proc = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=wf, env=env(wf),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, body = time.time() + 90, ""
+        while time.time() < deadline and not body:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nexplain"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert '"name": "nexplain"' in body or '"name":"nexplain"' in body
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
