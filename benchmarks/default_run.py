@@ -22,6 +22,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from nexplain.run_summary import headline_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "default_run.json"
 BEGIN, END = "<!-- default-run:begin -->", "<!-- default-run:end -->"
@@ -90,20 +92,7 @@ def render(data: dict) -> str:
             lines.append(f"| {label} | {sum(r['jobs'] for r in part)} | {sum(r['wall_s'] for r in part):.0f} "
                          f"| {max(r['max_rss_mb'] for r in part) / 1024:.1f} GB |")
     lines.append("")
-    h = data["headlines"]
-    for group, values in h.items():
-        if "test_accuracy" in values:
-            lines.append(f"- **{group}**: test accuracy {100 * values['test_accuracy']:.1f}% "
-                         f"(chance {100 * values.get('chance', 0):.0f}%)")
-        elif "zero_shot_auc" in values:
-            lines.append(f"- **{group}** (VLM): zero-shot mean AUC {values['zero_shot_auc']:.3f}")
-        elif group.startswith("pure "):
-            lines.append(f"- **PURE {group[5:]}**: distance correlation " + ", ".join(
-                f"{k} {v:.3f}" for k, v in values.items()))
-        else:
-            lines.append(f"- **{group}**: " + ", ".join(
-                f"{k.removesuffix('_iou')} IoU {v:.3f}" if k.endswith("_iou") else
-                f"LE({k[3:].removesuffix('_val_corr')}) val corr {v:.3f}" for k, v in values.items()))
+    lines += [f"- {line}" for line in headline_lines(data["headlines"])]  # as the run's end prints them
     return "\n".join(lines)
 
 

@@ -74,25 +74,29 @@ def headline_values(config: dict, workdir: str | Path = ".") -> dict[str, dict[s
     return out
 
 
-def headlines(config: dict, workdir: str | Path = ".") -> list[str]:
-    """The headline numbers as lines of text."""
+def headline_lines(values: dict[str, dict[str, float]], reference: str | None = None) -> list[str]:
+    """`headline_values` as lines of text, one per group; `reference`: PURE's reference embedding."""
     lines = []
-    for group, values in headline_values(config, workdir).items():
-        if "test_accuracy" in values:
-            lines.append(f"{group}: test accuracy {_fmt(values['test_accuracy'], True)} "
-                         f"(chance {_fmt(values.get('chance'), True)})")
-        elif "zero_shot_auc" in values:
-            lines.append(f"{group}: zero-shot mean AUC {_fmt(values['zero_shot_auc'])} (test split)")
+    for group, v in values.items():
+        if "test_accuracy" in v:
+            lines.append(f"{group}: test accuracy {_fmt(v['test_accuracy'], True)} (chance {_fmt(v.get('chance'), True)})")
+        elif "zero_shot_auc" in v:
+            lines.append(f"{group}: zero-shot mean AUC {_fmt(v['zero_shot_auc'])} (test split)")
         elif group.startswith("pure "):
-            best = max(values, key=lambda k: values[k]) if values else None
+            best = max(v, key=lambda k: v[k]) if v else None
             if best:
                 lines.append(f"PURE {group[5:]}: relevances of {best} agree best with "
-                             f"{config['pure'].get('reference')} (distance corr {_fmt(values[best])})")
+                             f"{reference or 'the reference embedding'} (distance corr {_fmt(v[best])})")
         else:
-            parts = [f"{k[:-4]} IoU {_fmt(v)}" for k, v in values.items() if k.endswith("_iou")]
-            parts += [f"LE({k[3:-9]}) val corr {_fmt(v)}" for k, v in values.items() if k.endswith("_val_corr")]
+            parts = [f"{k[:-4]} IoU {_fmt(x)}" for k, x in v.items() if k.endswith("_iou")]
+            parts += [f"LE({k[3:-9]}) val corr {_fmt(x)}" for k, x in v.items() if k.endswith("_val_corr")]
             lines.append(f"{group}: " + ", ".join(parts))
     return lines
+
+
+def headlines(config: dict, workdir: str | Path = ".") -> list[str]:
+    """The headline numbers of the run in `workdir`, as lines of text."""
+    return headline_lines(headline_values(config, workdir), (config.get("pure") or {}).get("reference"))
 
 
 def where(config: dict, workdir: str | Path = ".") -> list[tuple[str, str]]:

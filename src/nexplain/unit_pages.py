@@ -174,23 +174,22 @@ def unit_figures(u: int, figures_dir, pure_dir=None) -> dict[str, Path | None]:
     return {k: (p if p.is_file() else None) for k, p in out.items()}
 
 
-def _index_rows(table: pd.DataFrame, names: dict, simulator: str) -> tuple[list[str], list[list]]:
+def _index_rows(table: pd.DataFrame, names: dict) -> tuple[list[str], list[list]]:
     """The index's columns: per method its explanation and score, test correlations, TI."""
-    cols = []  # (header, column, is text)
+    cols = []  # (header, column of the units table)
     for m in names["formulas"]:
         if m != "clustered":
-            cols.append((m, m, True))
-        cols.append((f"{m} IoU", f"{m}_iou", False))
+            cols.append((m, m))
+        cols.append((f"{m} IoU", f"{m}_iou"))
     for m in names["linear"]:
-        cols += [(m, m, True), (f"{m} val corr", f"{m}_val_corr", False)]
-    cols += [(f"{m} test corr", f"{m}_corr_test", False) for m in names["formulas"] + names["linear"]
+        cols += [(m, m), (f"{m} val corr", f"{m}_val_corr")]
+    cols += [(f"{m} test corr", f"{m}_corr_test") for m in names["formulas"] + names["linear"]
              if f"{m}_corr_test" in table.columns]
     if "ti_0.02" in table.columns:
-        cols.append(("TI", "ti_0.02", False))
+        cols.append(("TI", "ti_0.02"))
     rows = [[Raw(f'<a href="{_unit_name(u)}">unit {u}</a>'),
-             *[(table.loc[u, c] if c in table.columns else None) for _, c, _ in cols]] for u in table.index]
-    header = ["unit", *[h.replace("_corr_test", "") for h, _, _ in cols]]
-    return header, rows
+             *[(table.loc[u, c] if c in table.columns else None) for _, c in cols]] for u in table.index]
+    return ["unit", *[h for h, _ in cols]], rows
 
 
 def write_pages(out_dir, units: pd.DataFrame, scores: pd.DataFrame, selected, names: dict, simulator: str,
@@ -215,7 +214,7 @@ def write_pages(out_dir, units: pd.DataFrame, scores: pd.DataFrame, selected, na
         figures = unit_figures(u, figures_dir, pure_dir) if u in selected else None
         body = unit_body(table.loc[u], u, names, simulator, figures, source, (strips or {}).get(u))
         pages[_unit_name(u)] = _page(f"{title} unit {u}", " ".join(nav), body)
-    header, rows = _index_rows(table, names, simulator)
+    header, rows = _index_rows(table, names)
     body = [f"<h2>Units ({len(every)})</h2><p>Click a column to sort by it; test correlations are under "
             f"the <code>{html.escape(str(simulator))}</code> simulator.</p>",
             _table(header, rows, code_cols=tuple(j for j, h in enumerate(header) if h in names["formulas"] + names["linear"]),
