@@ -86,3 +86,16 @@ def test_a_replayed_tail_shows_a_bar_over_its_units(setup, capsys):
     assert "replay after layer3" in capsys.readouterr().err
     Ablation(Tail(model, "layer3"), acts, y.numpy(), progress=False).deviation([0, 1, 2], acts.mean((2, 3))[:, :3])
     assert capsys.readouterr().err == ""
+
+
+def test_closed_form_gradient_of_the_numerator_equals_autograd(setup):
+    """optim_scaling on a linear tail steps along a closed-form gradient; it must be autograd's."""
+    model, x, y = setup
+    acts = acts_of(model, "layer4", x)
+    ab = Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy())
+    units = np.array([1, 4, 4, 9])  # a unit twice, as when explainers share it
+    V = torch.as_tensor(acts.mean(dim=(2, 3)).numpy()[:, units] * 0.7 + 0.1).requires_grad_(True)
+    (ab.losses(units, V) - ab.base).abs().sum().backward()
+    got = ab._numerator_grad(units, V.detach())
+    assert got.shape == V.shape
+    assert torch.allclose(got, V.grad, rtol=1e-10, atol=1e-12)
