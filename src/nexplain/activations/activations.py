@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from nexplain.activations.hooks import Trace, get_layer
 from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import ConfigError, DataError, ModelError
-from nexplain.hooks import Trace, get_layer
 from nexplain.io import atomic_path
 
 REDUCES = ("auto", "mean", "cls", "max")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nexplain.concepts import pack_masks, row_bytes_for
+from nexplain.compositional.masks import Bitmap
+from nexplain.data.concepts import pack_masks, row_bytes_for
 from nexplain.errors import DataError
-from nexplain.masks import Bitmap
 
 TOP_QUANTILE = 0.995
 MODES = ("tile", "strict")

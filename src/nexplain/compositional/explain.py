@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from nexplain import bitmaps, formulas, search, tables
-from nexplain.activations import read_meta, read_unit_maps
+from nexplain import tables
+from nexplain.activations.activations import read_meta, read_unit_maps
+from nexplain.compositional import bitmaps, formulas, search
+from nexplain.compositional.masks import Bitmap
+from nexplain.compositional.metrics import explanation_metrics
+from nexplain.compositional.store import open_store
 from nexplain.errors import ConfigError, DataError
-from nexplain.masks import Bitmap
-from nexplain.metrics import explanation_metrics
-from nexplain.store import open_store
 from nexplain.units import select_units
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from nexplain.masks import (AND, AND_NOT, OPS, OR, Bitmap, Region, bitmap_and, bitmap_andnot,
-                            bitmap_or, combine)
+from nexplain.compositional.masks import (AND, AND_NOT, OPS, OR, Bitmap, Region, bitmap_and, bitmap_andnot,
+                                          bitmap_or, combine)
 
 __all__ = ["AND", "AND_NOT", "OPS", "OR", "Formula", "canonical_key", "concepts", "evaluate",
            "evaluate_region", "leaf", "parse", "to_str"]

@@ -13,14 +13,14 @@ import pyarrow as pa
 import torch
 import torchvision.transforms as T
 
-from nexplain import formulas, metrics
-from nexplain.bitmaps import Range
+from nexplain.activations.hooks import Trace
+from nexplain.compositional import formulas, metrics
+from nexplain.compositional.bitmaps import Range
+from nexplain.compositional.masks import ConceptStore
 from nexplain.compute import Compute
-from nexplain.concepts import BITORDER
+from nexplain.data.concepts import BITORDER
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ModelError
-from nexplain.hooks import Trace
-from nexplain.masks import ConceptStore
 from nexplain.models.load import LoadedModel
 
 CACHED_IMAGES = 1024  # decoded input images kept (~150 KB each at 112 px)
@@ -54,7 +54,7 @@ def unit_fn(loaded: LoadedModel, layer: str, unit: int, normalize, compute: Comp
 
 
 def _in_range(row, clustered: bool, strict: bool) -> Range:
-    """b_n: the row's range at feature resolution, with the bounds `nexplain.bitmaps` built it with."""
+    """b_n: the row's range at feature resolution, with the bounds `nexplain.compositional.bitmaps` built it with."""
     lo, hi = row["lo"], row["hi"]
     if not clustered:
         return Range(lo, np.inf, False, False, 0)  # top-quantile rows: lo is the threshold

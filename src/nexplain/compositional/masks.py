@@ -1,7 +1,7 @@
 """Boolean masks over N x H x W cells, stored sparsely: packed rows only for images where set.
 
 A `Bitmap` is the common currency of the explainers: a unit's active cells, a cluster
-range, a concept, a formula. Rows use the layout of `nexplain.concepts` (bit order
+range, a concept, a formula. Rows use the layout of `nexplain.data.concepts` (bit order
 "big", `row_bytes` a multiple of 8, so rows view as uint64 words for popcounts).
 
 Also here: set operations between bitmaps restricted to the images where the result
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nexplain.concepts import BITORDER, pack_masks, row_bytes_for
+from nexplain.data.concepts import BITORDER, pack_masks, row_bytes_for
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ class ConceptStore:
 
     @classmethod
     def from_packed(cls, pm, geometry=None) -> ConceptStore:
-        """Zero-copy over a `nexplain.concepts.PackedMasks`; `geometry` = a saved `store.geometry()`."""
+        """Zero-copy over a `nexplain.data.concepts.PackedMasks`; `geometry` = a saved `store.geometry()`."""
         return cls(pm.n_images, pm.shape, pm.concept, pm.image_id, pm.row, pm.n_pixels, pm.bits,
                    pm.n_concepts, geometry)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nexplain.masks import Bitmap, popcount_rows
+from nexplain.compositional.masks import Bitmap, popcount_rows
 
 METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage",
            "explanation_coverage")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from nexplain.explain import METRICS
+from nexplain.compositional.explain import METRICS
 
 
 def scores(table: pa.Table) -> dict:

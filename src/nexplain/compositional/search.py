@@ -42,9 +42,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nexplain.formulas import AND, OPS, OR, Formula, leaf
-from nexplain.masks import (Bitmap, ConceptStore, Region, bitmap_and, box_area, box_overlap,
-                            combine, hull_area)
+from nexplain.compositional.formulas import AND, OPS, OR, Formula, leaf
+from nexplain.compositional.masks import (Bitmap, ConceptStore, Region, bitmap_and, box_area, box_overlap,
+                                          combine, hull_area)
 
 
 class Scored(NamedTuple):

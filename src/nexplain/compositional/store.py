@@ -8,10 +8,10 @@ import zipfile
 import numpy as np
 import pandas as pd
 
-from nexplain.concepts import PackedMasks, column_names
+from nexplain.compositional.masks import ConceptStore
+from nexplain.data.concepts import PackedMasks, column_names
 from nexplain.errors import DataError
 from nexplain.io import atomic_path
-from nexplain.masks import ConceptStore
 
 
 def open_store(concepts_dir, geometry=None) -> tuple[ConceptStore, list[str]]:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from nexplain.compute import Compute
 from nexplain.errors import DataError
-from nexplain.tail import Tail
+from nexplain.linear.tail import Tail
 
 TEMPERATURE = 1.1
 PAIRS_PER_BATCH = 256      # (unit, input) pairs per tail replay

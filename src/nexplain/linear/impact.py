@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nexplain.ablation import Ablation
+from nexplain.linear.ablation import Ablation
 
 BETAS = (0.0003, 0.002, 0.005, 0.02, 0.1, 0.5)
 UNITS_PER_CHUNK = 64

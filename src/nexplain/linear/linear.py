@@ -23,7 +23,6 @@ import numpy as np
 from tqdm import tqdm
 
 from nexplain.errors import ConfigError, DataError
-from nexplain.method_module import make_callable
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +323,3 @@ def linear_table(explanations: list[Explanation], names: list[str], keep: np.nda
         "n_concepts_kept": np.full(len(explanations), int(keep.sum()), np.int32),
         "enet_nonzero": (W != 0).sum(axis=0).astype(np.int32),
     })
-
-
-make_callable(__name__)  # nx.linear(...): see nexplain.method_module

@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from nexplain.ablation import Ablation
-from nexplain.simulate import SCALINGS, Simulator, norm_scaling, pearson
+from nexplain.linear.ablation import Ablation
+from nexplain.linear.simulate import SCALINGS, Simulator, norm_scaling, pearson
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, tem
     """An Ablation per named image selection (boolean over `ids`). A linear tail uses the
     pooled activations Q; any other replays the tail on the layer's cached maps. Targets
     are the dataset's class labels, or the model's own predictions where it has none."""
-    from nexplain.activations import read_all_maps
+    from nexplain.activations.activations import read_all_maps
 
     out = {}
     for name, mask in select.items():

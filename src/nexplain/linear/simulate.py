@@ -1,7 +1,7 @@
 """Simulation scoring (docs/methods.md): predict a unit from its explanation, then compare.
 
 An explanation is `terms` [(weight, term)] plus a bias, a term being a concept name or a
-formula string (`nexplain.formulas`). A simulator is a concept matrix P_sim; a formula
+formula string (`nexplain.compositional.formulas`). A simulator is a concept matrix P_sim; a formula
 is simulated with fuzzy logic on it (OR = max, AND = min, AND NOT = min(a, 1 - b)), so
 NetDissect labels, CoEx formulas and each Clustered CoEx range are explanations of length
 1 with weight 1.
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nexplain.compositional.formulas import AND, OR, parse
 from nexplain.errors import DataError
-from nexplain.formulas import AND, OR, parse
-from nexplain.method_module import make_callable
 
 SCALINGS = ("optim", "norm")
 
@@ -71,6 +70,3 @@ def norm_scaling(s_val: np.ndarray, q_val: np.ndarray) -> tuple[float, float]:
     sd = np.std(s_val)
     c = 0.0 if not sd > 0 or np.isnan(rho) else rho * np.std(q_val) / sd
     return float(c), float(np.mean(q_val) - c * np.mean(s_val))
-
-
-make_callable(__name__)  # nx.simulate(...): see nexplain.method_module

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
+from nexplain.activations.hooks import get_layer
 from nexplain.errors import ModelError
-from nexplain.hooks import get_layer
 
 
 class _StopAt(fx.Tracer):

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from nexplain.method_module import make_callable
-
 K_RANGE = (2, 5)
 
 
@@ -77,6 +75,3 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"corr_mean": g["corr"].mean(), "corr_std": g["corr"].std(ddof=0),
                          "baseline_mean": g["baseline"].mean(), "ceiling_mean": g["ceiling"].mean(),
                          "units": g.size()}).reset_index()
-
-
-make_callable(__name__)  # nx.pure(...): see nexplain.method_module

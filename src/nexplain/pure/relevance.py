@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nexplain.activations.hooks import TraceDict
 from nexplain.compute import Compute
-from nexplain.hooks import TraceDict
 
 
 def top_images(ids: np.ndarray, peak: np.ndarray, m: int) -> np.ndarray:

@@ -15,10 +15,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from nexplain.bitmaps import upsample
+from nexplain.compositional.bitmaps import upsample
 from nexplain.data.images import load_image
 from nexplain.errors import DataError
-from nexplain.report_figures import _plt, _save
+from nexplain.report.report_figures import _plt, _save
 
 DIM = 0.3  # brightness of pixels outside the range
 

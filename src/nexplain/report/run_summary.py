@@ -102,7 +102,7 @@ def headlines(config: dict, workdir: str | Path = ".") -> list[str]:
 def where(config: dict, workdir: str | Path = ".") -> list[tuple[str, str]]:
     """(what, path or command) for the unit pages of each layer, the MLflow store and the report."""
     from nexplain.config import mlflow_settings  # here: the headlines job needs neither (nor torch)
-    from nexplain.tracking import tracking_uri
+    from nexplain.tracking.tracking import tracking_uri
 
     root = Path(workdir) / config["results"]
     out = []

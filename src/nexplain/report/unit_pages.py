@@ -2,7 +2,7 @@
 score, and one page per unit.
 
 Each unit page shows the unit's top images with the outline of its top-quantile region
-(`nexplain.unit_strips`), every method's explanation of it (NetDissect, CoEx, Clustered CoEx
+(`nexplain.report.unit_strips`), every method's explanation of it (NetDissect, CoEx, Clustered CoEx
 ranges, LE per source), its simulation scores and Top Impact, and, for the units of
 `report.units`, the report's figures of it.
 Figures are embedded as data URIs, so a page is one file that opens from disk, from an MLflow
@@ -21,7 +21,7 @@ import pandas as pd
 
 from nexplain.errors import DataError
 from nexplain.io import atomic_dir
-from nexplain.report import DEAD
+from nexplain.report.report import DEAD
 
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;

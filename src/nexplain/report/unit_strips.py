@@ -13,10 +13,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from nexplain.bitmaps import quantile_threshold, upsample
+from nexplain.compositional.bitmaps import quantile_threshold, upsample
 from nexplain.data.images import load_image
 from nexplain.errors import DataError
-from nexplain.range_figures import in_range, top_images
+from nexplain.report.range_figures import in_range, top_images
 
 OUTLINE = np.array([255, 221, 0], np.float32)  # yellow, visible on the world's colours
 DIM = 0.55          # brightness outside the region

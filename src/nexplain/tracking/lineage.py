@@ -1,7 +1,7 @@
 """Lineage of workflow artifacts: the rules, params, input hashes, code and MLflow runs behind a file.
 
 Facts are read where they live, never copied: `.snakemake/metadata` gives the graph, the files on
-disk their current hashes, nexplain's content records (`nexplain.records`) and MLflow's child runs
+disk their current hashes, nexplain's content records (`nexplain.tracking.records`) and MLflow's child runs
 (optional) named params and the hashes jobs saw, dvc.lock the versions DVC pins.
 """
 
@@ -13,9 +13,9 @@ import os
 import re
 from pathlib import Path
 
-from nexplain import records
 from nexplain.errors import NexplainError
 from nexplain.hashing import content_hash
+from nexplain.tracking import records
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".bin"}
 DIFFERS = "recorded hash differs from the file on disk"
@@ -84,7 +84,7 @@ class _Workflow:
         try:
             from mlflow import MlflowClient
 
-            from nexplain.tracking import check_reachable
+            from nexplain.tracking.tracking import check_reachable
 
             check_reachable(uri)  # an HTTP store that is down would otherwise retry for minutes
             client = MlflowClient(uri)

@@ -1,7 +1,7 @@
 """Files a job logs to the workflow's parent MLflow run (the score report's tables, figures, pages),
 so the run of one invocation holds its whole report.
 
-Kept apart from `nexplain.tracking`: every rule's code version hashes that module, so a change
+Kept apart from `nexplain.tracking.tracking`: every rule's code version hashes that module, so a change
 there would rerun the whole pipeline; only the report's rules import this one.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nexplain.tracking import ENV_PARENT, ENV_URI, _retry
+from nexplain.tracking.tracking import ENV_PARENT, ENV_URI, _retry
 
 
 def log_parent_artifacts(folder: str, paths) -> str | None:

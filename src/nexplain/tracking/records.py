@@ -23,7 +23,7 @@ from pathlib import Path
 from nexplain.hashing import IGNORED, content_hash
 from nexplain.io import TEMPORARY, write_text
 
-log = logging.getLogger("nexplain.records")
+log = logging.getLogger("nexplain.tracking.records")
 
 RECORDS = Path(".snakemake") / "nexplain" / "records"
 SHOWN = 3  # edited outputs named in a refusal; the command lists them all

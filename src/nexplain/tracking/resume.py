@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nexplain.io import TEMPORARY
 
-log = logging.getLogger("nexplain.resume")
+log = logging.getLogger("nexplain.tracking.resume")
 
 RUNS = Path(".snakemake") / "nexplain" / "runs"
 LOCKS = Path(".snakemake") / "locks"

@@ -23,9 +23,9 @@ from pathlib import Path
 from nexplain import __version__
 from nexplain.errors import NexplainError
 from nexplain.hashing import content_hash
-from nexplain.resume import Process
+from nexplain.tracking.resume import Process
 
-log = logging.getLogger("nexplain.tracking")
+log = logging.getLogger("nexplain.tracking.tracking")
 
 ENV_URI = "NEXPLAIN_MLFLOW_URI"
 ENV_EXPERIMENT = "NEXPLAIN_MLFLOW_EXPERIMENT_ID"

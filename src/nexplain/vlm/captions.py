@@ -76,8 +76,8 @@ def caption_table(ds, presence: pd.DataFrame, variants: int = 8, seed: int = 0,
                   progress: bool = True) -> pd.DataFrame:
     """Per image: `captions` (`variants` strings), `concepts` (present concepts, presence
     column names) and `prompts` (one single-concept prompt each). `ds` an opened
-    Broden-format dataset; `presence` its concept presence table (`nexplain.concepts`)."""
-    from nexplain.concepts import column_names
+    Broden-format dataset; `presence` its concept presence table (`nexplain.data.concepts`)."""
+    from nexplain.data.concepts import column_names
 
     names = dict(zip(ds.concepts["number"].astype(int), ds.concepts["name"]))
     text = dict(zip(column_names(ds.concepts), zip(ds.concepts["name"], ds.concepts["category"])))

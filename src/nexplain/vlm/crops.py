@@ -15,9 +15,9 @@ import pandas as pd
 from scipy import ndimage
 from tqdm import tqdm
 
-from nexplain.captions import ANCHOR
-from nexplain.concepts import column_names
+from nexplain.data.concepts import column_names
 from nexplain.errors import ConfigError, DataError
+from nexplain.vlm.captions import ANCHOR
 
 MIN_PIXELS = 2  # mask cells: a smaller region is a boundary artefact, as in the captions
 
