@@ -27,15 +27,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.ablation import Ablation  # noqa: E402
-from nexplain.activations import read_all_maps, read_summary  # noqa: E402
+from nexplain.activations.activations import read_all_maps, read_summary  # noqa: E402
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.data.images import ImageDataset  # noqa: E402
-from nexplain.impact import impacts  # noqa: E402
+from nexplain.linear.ablation import Ablation  # noqa: E402
+from nexplain.linear.impact import impacts  # noqa: E402
+from nexplain.linear.tail import Tail  # noqa: E402
 from nexplain.models.load import load_model  # noqa: E402
 from nexplain.models.manifest import read_manifest  # noqa: E402
 from nexplain.splits import split_masks  # noqa: E402
-from nexplain.tail import Tail  # noqa: E402
 
 
 def timed(fn, *args, **kw):

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from nexplain.activations import extract_batches
-from nexplain.hooks import Trace
+from nexplain.activations.activations import extract_batches
+from nexplain.activations.hooks import Trace
 
 
 def best_of(repeats, fn) -> float:

@@ -8,13 +8,13 @@ Usage: python benchmarks/bench_broden_scale.py [--units 6] [--compare-beam 2]
    1,200 concepts: objects exclusive per pixel with Zipf frequencies, parts inside their
    parent object, materials, dense colors, image-level scenes and textures) is written as a
    real `PackedMasks` directory (masks/bits.u8, index.parquet, meta.json in the format of
-   `nexplain.concepts`, plus a minimal concepts.parquet) under benchmarks/out/broden_scale/.
+   `nexplain.data.concepts`, plus a minimal concepts.parquet) under benchmarks/out/broden_scale/.
    To save generation time the *mask shapes* are tiled: `--templates` synthetic images are
    drawn once and every image reuses one template's shapes, with its own concept ids drawn
    per image (so frequencies, co-occurrence and disjointness are realistic; pixel rows
    repeat). Built once and reused (`--rebuild` to redo).
-2. Geometry as the `geometry` rule computes it (`nexplain.store.save_geometry`, own
-   process), then the store opened as an explain job does (`nexplain.store.open_store`
+2. Geometry as the `geometry` rule computes it (`nexplain.compositional.store.save_geometry`, own
+   process), then the store opened as an explain job does (`nexplain.compositional.store.open_store`
    with the saved geometry): time and RSS delta.
 3. Units: 63,305 x 7 x 7 activation maps (layer4-like): 1-3 concepts' masks average-pooled
    to 7x7 with weights, plus a smooth random field and a per-image gain, minus a bias,
@@ -50,13 +50,13 @@ import torch.nn.functional as tnf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain import bitmaps as nbm  # noqa: E402
-from nexplain.concepts import BITORDER, pack_masks, row_bytes_for  # noqa: E402
-from nexplain.formulas import evaluate, to_str  # noqa: E402
-from nexplain.masks import ConceptStore, popcount_rows  # noqa: E402
-from nexplain.metrics import explanation_metrics  # noqa: E402
-from nexplain.search import SearchCache, beam_search, mmesh_search  # noqa: E402
-from nexplain.store import open_store  # noqa: E402
+from nexplain.compositional import bitmaps as nbm  # noqa: E402
+from nexplain.compositional.formulas import evaluate, to_str  # noqa: E402
+from nexplain.compositional.masks import ConceptStore, popcount_rows  # noqa: E402
+from nexplain.compositional.metrics import explanation_metrics  # noqa: E402
+from nexplain.compositional.search import SearchCache, beam_search, mmesh_search  # noqa: E402
+from nexplain.compositional.store import open_store  # noqa: E402
+from nexplain.data.concepts import BITORDER, pack_masks, row_bytes_for  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "broden_scale"
 
@@ -284,7 +284,7 @@ def explain_unit(job):
     bms = nbm.cluster_bitmaps(ids, maps, n, shape, ranges)
     r["t_bitmaps"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    counts = store.pair_counts_many(bms)  # as nexplain.explain does: one read for the K ranges
+    counts = store.pair_counts_many(bms)  # as nexplain.compositional.explain does: one read for the K ranges
     r["t_pair_counts"] = time.perf_counter() - t0
     r["clusters"] = []
     for j, (rg, A) in enumerate(zip(ranges, bms)):
@@ -374,9 +374,9 @@ def main() -> None:
           f"{info['n_pixel_pairs'] / args.images:.1f} per image, {info['bits_bytes'] / 2**30:.2f} GiB bits.u8 on disk; "
           f"shapes tiled from {info['pool_rows']:,} rows of {info['n_templates']} templates)")
 
-    # --- the `geometry` rule: nexplain.store.save_geometry, in its own process
+    # --- the `geometry` rule: nexplain.compositional.store.save_geometry, in its own process
     geo = out / "geometry.npz"
-    code = ("import sys, time, resource; sys.path.insert(0, sys.argv[3]); from nexplain.store import save_geometry; "
+    code = ("import sys, time, resource; sys.path.insert(0, sys.argv[3]); from nexplain.compositional.store import save_geometry; "
             "t = time.perf_counter(); save_geometry(sys.argv[1], sys.argv[2]); "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     res = subprocess.run([sys.executable, "-c", code, str(out), str(geo), str(REPO / "src")],
@@ -385,7 +385,7 @@ def main() -> None:
     print(f"geometry rule (save_geometry, own process): {t_geo:.1f} s, peak RSS {geo_peak:.0f} MB "
           f"(bits.u8 pages read through the memmap count here), geometry.npz {geo.stat().st_size / 2**20:.0f} MB")
 
-    # --- an explain job opens the store: nexplain.store.open_store(concepts_dir, geometry)
+    # --- an explain job opens the store: nexplain.compositional.store.open_store(concepts_dir, geometry)
     m0 = mem()
     t0 = time.perf_counter()
     store, names = open_store(out, geo)

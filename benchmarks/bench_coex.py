@@ -49,11 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 REF_DIR = REPO / "benchmarks" / "out" / "ce"
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain import bitmaps as nbm  # noqa: E402
-from nexplain.formulas import AND, AND_NOT, OR, Formula, leaf, to_str  # noqa: E402
-from nexplain.masks import Bitmap, ConceptStore  # noqa: E402
-from nexplain import search as nsearch  # noqa: E402
-from nexplain.search import SearchCache, beam_search, mmesh_search  # noqa: E402
+from nexplain.compositional import bitmaps as nbm  # noqa: E402
+from nexplain.compositional import search as nsearch  # noqa: E402
+from nexplain.compositional.formulas import AND, AND_NOT, OR, Formula, leaf, to_str  # noqa: E402
+from nexplain.compositional.masks import Bitmap, ConceptStore  # noqa: E402
+from nexplain.compositional.search import SearchCache, beam_search, mmesh_search  # noqa: E402
 
 TIE = 1e-12
 
@@ -257,7 +257,7 @@ def ref_to_ours(f, ref_f) -> Formula:
 
 def ours_rounds(A, store, length, beam, start_beam, final_beam=1):
     """Diagnostic: our MMESH with exact evaluations counted per round (private API of
-    nexplain.search: `_search`, `_mmesh_round`). `final_beam`: what the final round keeps
+    nexplain.compositional.search: `_search`, `_mmesh_round`). `final_beam`: what the final round keeps
     (ours and the reference keep 1; `beam` keeps the whole beam, as before 2026-11-23)."""
     counts = []
 

@@ -9,7 +9,7 @@ glm-saga (the authors' elastic-net solver) for the side-by-side, benchmark only:
 Synthetic data like a probe set: P (N x C) mixes sparse binary labels and smooth VLM-like
 scores in [0, 1]; every unit is a non-negative combination of 1-6 concepts plus noise,
 some plus a ReLU, a few constant (dead). The split is 70/10/20, so --images 5000 gives the
-issue's 3,500 train images. Timed: `nexplain.linear.explain_units` (filter, moments,
+issue's 3,500 train images. Timed: `nexplain.linear.linear.explain_units` (filter, moments,
 elastic net for all units, greedy search), end to end, amortised per unit; peak RSS from
 /proc. Reported besides: how often the greedy search finds the planted concepts.
 """
@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.linear import LinearSettings, explain_units  # noqa: E402
+from nexplain.linear.linear import LinearSettings, explain_units  # noqa: E402
 from nexplain.splits import make_splits, split_masks  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def glm_saga_side_by_side(P, Q, masks, n_units, epochs, lr):
     sys.path.insert(0, str(REPO / "benchmarks" / "out" / "glm"))
     from glm_saga.elasticnet import IndexedTensorDataset, train_saga
 
-    from nexplain.linear import elastic_net
+    from nexplain.linear.linear import elastic_net
     tr = masks["train"]
     X = (P[tr] - P[tr].mean(0)) / P[tr].std(0)
     Y = (Q[tr] - Q[tr].mean(0)) / np.where(Q[tr].std(0) > 0, Q[tr].std(0), 1)

@@ -8,7 +8,7 @@ on the same batches of (unit, image) pairs, taken as the relevance rule takes th
 top-50 images by max spatial activation), with the images decoded beforehand (not timed):
 - bare: `model(x)` to the end, then `loss.backward()` of the summed logits (what a training step
   costs, no hooks, no relevance);
-- ours: `nexplain.relevance.pair_relevances` (hooks on the earlier layers and the unit layer,
+- ours: `nexplain.pure.relevance.pair_relevances` (hooks on the earlier layers and the unit layer,
   forward stopped at the unit layer, one `autograd.grad` to every earlier layer, the products,
   sums and L1 normalisation).
 Throughput in (unit, image) pairs per second, best of 3 passes; then the projected time for all
@@ -28,12 +28,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.activations import read_all_maps  # noqa: E402
+from nexplain.activations.activations import read_all_maps  # noqa: E402
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.data.images import load_image  # noqa: E402
 from nexplain.models.load import load_model  # noqa: E402
 from nexplain.models.manifest import read_manifest  # noqa: E402
-from nexplain.relevance import pair_relevances, top_images  # noqa: E402
+from nexplain.pure.relevance import pair_relevances, top_images  # noqa: E402
 
 
 def main() -> None:

@@ -15,24 +15,24 @@ and keeps the others' figures from benchmarks/out/scale/stages/):
   images, 1,200 concepts; built there once, reused). Neither is timed as a stage.
 - forward: JPEG decode + transform per image (1 thread; ResNet and open_clip transforms) and a
   ResNet-50 (random weights, 224 px) full forward pass (2 threads, channels_last, batch 32).
-- extract_layer4 / extract_layer3: `nexplain.activations`: the forward pass stopped at the
+- extract_layer4 / extract_layer3: `nexplain.activations.activations`: the forward pass stopped at the
   layer (per batch best of `--repeats`); the writing alone (`extract_batches` fed the layer's
   real outputs through an identity module: hooks, summary, spill, unit-major maps Parquet; best
   of `--repeats`); `extract_activations` end to end (Broden reader, DataLoader decode, as the
   rule calls it; once); on `--forward-images` images.
-- concepts: `nexplain.concepts.build_concept_tables` on the sample (as the `concepts` rule).
-- geometry: `nexplain.store.save_geometry` and `open_store` on the full-size store.
+- concepts: `nexplain.data.concepts.build_concept_tables` on the sample (as the `concepts` rule).
+- geometry: `nexplain.compositional.store.save_geometry` and `open_store` on the full-size store.
 - coex: Clustered CoEx (K=5) and CoEx per unit on the full-size store (bench_broden_scale's
-  per-unit code, the calls of `nexplain.explain`), 7x7 (layer4-like) and 14x14 (layer3-like) maps.
-- linear: `nexplain.linear.explain_units` on a 63,305 x 1,200 label matrix (presence from the
+  per-unit code, the calls of `nexplain.compositional.explain`), 7x7 (layer4-like) and 14x14 (layer3-like) maps.
+- linear: `nexplain.linear.linear.explain_units` on a 63,305 x 1,200 label matrix (presence from the
   store) for 1 unit and for `--le-units` units: fixed cost + seconds per unit.
-- simulate_l4: `nexplain.scoring.layer_ablations` + `score_rows` (linear tail, optim + norm) on
+- simulate_l4: `nexplain.linear.scoring.layer_ablations` + `score_rows` (linear tail, optim + norm) on
   all 63,305 images for `--sim-units` units x 9 explanations (LE x2, NetDissect, CoEx, 5
   clusters); optim is timed at `--sim-steps` Adam steps and scaled to the config's 100.
-- simulate_l3: the same with the tail replayed after layer3 (`nexplain.tail.Tail`, norm only),
+- simulate_l3: the same with the tail replayed after layer3 (`nexplain.linear.tail.Tail`, norm only),
   on `--replay-val` + `--replay-test` images of random 1024 x 14 x 14 maps.
-- pure: `nexplain.relevance.relevances` (layer4 units, earlier layer1-3, batch 32).
-- vlm: `nexplain.vlm.image_embeddings` with an open_clip ViT-B-32 of random weights.
+- pure: `nexplain.pure.relevance.relevances` (layer4 units, earlier layer1-3, batch 32).
+- vlm: `nexplain.vlm.vlm.image_embeddings` with an open_clip ViT-B-32 of random weights.
 
 Projection. "Here, full size": measured seconds scaled linearly to 63,305 images and to
 ResNet-50's units (2,048 in layer4, 1,024 in layer3), CPU stages sharded by units over this
@@ -260,8 +260,8 @@ def stage_forward(a) -> dict:
 
 def stage_extract(a, layer: str) -> dict:
     import torch
-    from nexplain.activations import extract_activations, extract_batches
-    from nexplain.hooks import Trace
+    from nexplain.activations.activations import extract_activations, extract_batches
+    from nexplain.activations.hooks import Trace
     from nexplain.models.load import load_model
 
     torch.set_num_threads(2)
@@ -314,8 +314,8 @@ def stage_extract(a, layer: str) -> dict:
 
 
 def stage_concepts(a) -> dict:
-    from nexplain.concepts import build_concept_tables
     from nexplain.data.broden import open_broden
+    from nexplain.data.concepts import build_concept_tables
 
     work = OUT / "tmp" / "concepts"
     shutil.rmtree(work, ignore_errors=True)
@@ -331,7 +331,7 @@ def stage_concepts(a) -> dict:
 
 
 def stage_geometry(a) -> dict:
-    from nexplain.store import open_store, save_geometry
+    from nexplain.compositional.store import open_store, save_geometry
 
     geo = OUT / "geometry.npz"
     t0 = time.perf_counter()
@@ -347,7 +347,7 @@ def stage_geometry(a) -> dict:
 
 def stage_coex(a) -> dict:
     import bench_broden_scale as bbs
-    from nexplain.store import open_store
+    from nexplain.compositional.store import open_store
 
     geo = OUT / "geometry.npz"
     store, _ = open_store(STORE, geo if geo.is_file() else None)
@@ -404,7 +404,7 @@ def planted_units(P: np.ndarray, n_units: int, rng) -> tuple[np.ndarray, list]:
 
 def stage_linear(a) -> dict:
     import torch
-    from nexplain.linear import explain_units
+    from nexplain.linear.linear import explain_units
     from nexplain.splits import make_splits, split_masks
 
     torch.set_num_threads(2)
@@ -441,11 +441,11 @@ def _rows(units, planted, names, rng):
 
 def stage_simulate_l4(a) -> dict:
     import torch
+    from nexplain.linear.scoring import layer_ablations, score_rows
+    from nexplain.linear.simulate import Simulator
+    from nexplain.linear.tail import Tail
     from nexplain.models.load import load_model
-    from nexplain.scoring import layer_ablations, score_rows
-    from nexplain.simulate import Simulator
     from nexplain.splits import make_splits, split_masks
-    from nexplain.tail import Tail
 
     torch.set_num_threads(2)
     rng = np.random.default_rng([a.seed, 4])
@@ -479,11 +479,11 @@ def stage_simulate_l4(a) -> dict:
 
 def stage_simulate_l3(a) -> dict:
     import torch
-    from nexplain.ablation import Ablation
+    from nexplain.linear.ablation import Ablation
+    from nexplain.linear.scoring import score_rows
+    from nexplain.linear.simulate import Simulator
+    from nexplain.linear.tail import Tail
     from nexplain.models.load import load_model
-    from nexplain.scoring import score_rows
-    from nexplain.simulate import Simulator
-    from nexplain.tail import Tail
 
     torch.set_num_threads(2)
     rng = np.random.default_rng([a.seed, 3])
@@ -517,7 +517,7 @@ def stage_simulate_l3(a) -> dict:
 def stage_pure(a) -> dict:
     import torch
     from nexplain.models.load import load_model
-    from nexplain.relevance import relevances
+    from nexplain.pure.relevance import relevances
 
     torch.set_num_threads(2)
     loaded = load_model(R50)
@@ -539,7 +539,7 @@ def stage_pure(a) -> dict:
 def stage_vlm(a) -> dict:
     import torch
     from nexplain.models.load import load_clip
-    from nexplain.vlm import image_embeddings
+    from nexplain.vlm.vlm import image_embeddings
 
     torch.set_num_threads(2)
     model, pre, _ = load_clip(VIT)

@@ -26,8 +26,8 @@ import sys, time
 from types import SimpleNamespace
 t0 = time.perf_counter()
 from snakemake.iocontainers import Namedlist
-from nexplain import tracking
-from nexplain.tracking import Outcome
+from nexplain.tracking import tracking
+from nexplain.tracking.tracking import Outcome
 job = SimpleNamespace(rule="bench", wildcards=Namedlist(fromdict={"model": "m"}),
                       params=Namedlist(fromdict={"train": {"epochs": 7, "lr": 0.05}, "code": "0" * 16}),
                       input=Namedlist([]), output=Namedlist([]), log=Namedlist([]))
@@ -44,7 +44,7 @@ def main() -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from nexplain import tracking
+    from nexplain.tracking import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         env = tracking.start_workflow({"experiment": "bench"}, tmp, tmp, "bench")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.models.clip import TrainSettings, new_model, preprocess_images, train_clip  # noqa: E402
 from nexplain.splits import split_masks  # noqa: E402
-from nexplain.vlm import text_embeddings, zero_shot_auc  # noqa: E402
+from nexplain.vlm.vlm import text_embeddings, zero_shot_auc  # noqa: E402
 
 GROUPS = {"colours": "c_color.csv", "shapes": "c_object.csv", "scenes": "c_scene.csv", "textures": "c_texture.csv"}
 
@@ -78,7 +78,7 @@ def main() -> None:
 
     crops = None
     if settings.crops:
-        from nexplain.crops import training_crops
+        from nexplain.vlm.crops import training_crops
 
         crops = training_crops("broden", res / "datasets" / dataset, train_ids, size, settings.crop_size)
     t0 = time.perf_counter()

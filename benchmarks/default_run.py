@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from nexplain.run_summary import headline_lines
+from nexplain.report.run_summary import headline_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "default_run.json"

@@ -5,7 +5,7 @@ Usage: python benchmarks/diag_crops_classifier.py [--threads 1] [--steps 2400] [
 
 Trains `nexplain_world_cnn` with a free linear head and binary cross-entropy on the 35 concept
 labels: each step `--images` whole train images (their presence labels) and `--crops` object
-crops (their `nexplain.crops` concepts), turned and mirrored as the VLM trainer does. Prints the
+crops (their `nexplain.vlm.crops` concepts), turned and mirrored as the VLM trainer does. Prints the
 test-split ROC AUC per concept group every `--every` steps, with the training seconds so far.
 `--crops 0` is the whole-image baseline. Needs bench_vlm_auc.py's image cache (run it once).
 """
@@ -27,9 +27,9 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.crops import training_crops  # noqa: E402
 from nexplain.models.clip import _Crops, _schedule, dihedral  # noqa: E402
 from nexplain.models.world_cnn import WorldCNN  # noqa: E402
+from nexplain.vlm.crops import training_crops  # noqa: E402
 
 GROUPS = {"colours": "c_color.csv", "shapes": "c_object.csv", "scenes": "c_scene.csv", "textures": "c_texture.csv"}
 

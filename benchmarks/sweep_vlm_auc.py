@@ -32,12 +32,12 @@ def prepare(config: dict, dataset: str = "world") -> None:
     """The world, concept tables, captions and splits, as rules world/concepts/captions/splits make them."""
     import pandas as pd
 
-    from nexplain.captions import caption_table
-    from nexplain.concepts import build_concept_tables
     from nexplain.data.broden import open_broden
+    from nexplain.data.concepts import build_concept_tables
     from nexplain.data.world import generate_world
     from nexplain.splits import make_splits
     from nexplain.tables import write_table
+    from nexplain.vlm.captions import caption_table
 
     res = REPO / config["results"]
     root, out = res / "datasets" / dataset, res / dataset

@@ -133,7 +133,7 @@ def activation_outputs():
 
 
 def method_settings(method):
-    """A method's search settings, as the `nexplain.explain.Settings` fields."""
+    """A method's search settings, as the `nexplain.compositional.explain.Settings` fields."""
     base = {"method": method, "quantile": EXPLAIN["quantile"]}
     return base if method == "netdissect" else {**base, **EXPLAIN[method]}
 
@@ -174,7 +174,7 @@ def label_masking_outputs():
 
 
 def linear_settings():
-    """`nexplain.linear.LinearSettings` fields from the `linear:` block."""
+    """`nexplain.linear.linear.LinearSettings` fields from the `linear:` block."""
     if not LINEAR["targets"]:
         return {}
     return {"lam": LINEAR["lam"], "alpha": LINEAR["alpha"], **LINEAR["greedy"]}
@@ -300,7 +300,7 @@ def vlm_outputs():
 
 
 def headline_inputs(wildcards):
-    """The artifacts the headline numbers come from (nexplain.run_summary.headline_values)."""
+    """The artifacts the headline numbers come from (nexplain.report.run_summary.headline_values)."""
     models = [f"{RESULTS}/models/{m}/metrics.json" for m, spec in MODELS.items() if spec["source"] == "train"]
     return models + report_outputs() + linear_outputs() + vlm_outputs() + pure_outputs()
 

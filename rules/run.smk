@@ -1,16 +1,17 @@
 # Around the jobs of an invocation:
 #  - resuming after a kill with the same command: Snakemake's stale locks and the temporaries of
-#    killed jobs are cleared when no other run is alive (nexplain.resume); incomplete outputs
+#    killed jobs are cleared when no other run is alive (nexplain.tracking.resume); incomplete outputs
 #    rerun (profiles/default: rerun-incomplete);
-#  - artifacts edited by hand since their job wrote them are refused before any job (nexplain.records);
+#  - artifacts edited by hand since their job wrote them are refused before any job (nexplain.tracking.records);
 #  - the end of a successful run prints where the results are and their headline numbers;
 #  - MLflow: the store, the experiment and one parent run per invocation are created before any
 #    job starts; every job then logs its own child run (nexplain.runner).
 import os
 import shlex
 
-from nexplain import records, resume, run_summary, tracking
 from nexplain.config import mlflow_settings
+from nexplain.report import run_summary
+from nexplain.tracking import records, resume, tracking
 
 MLFLOW = mlflow_settings(config)
 

@@ -1,5 +1,5 @@
 """Activation tables of one (model, dataset, layer): summary and spatial maps in Parquet."""
-from nexplain.activations import extract_activations
+from nexplain.activations.activations import extract_activations
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.models.load import load_model

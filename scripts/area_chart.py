@@ -1,8 +1,8 @@
 """Area-chart data: per unit and activation bucket, the share of each label."""
-from nexplain.activations import read_summary
-from nexplain.conceptmatrix import read_matrix
-from nexplain.impact import area_chart
-from nexplain.linear import aligned
+from nexplain.activations.activations import read_summary
+from nexplain.linear.conceptmatrix import read_matrix
+from nexplain.linear.impact import area_chart
+from nexplain.linear.linear import aligned
 from nexplain.runner import run_rule
 from nexplain.tables import write_table
 

@@ -1,10 +1,10 @@
 """Captions of a Broden-format dataset's images (for training the world's VLMs)."""
 import pandas as pd
 
-from nexplain.captions import caption_table
 from nexplain.data.broden import open_broden
 from nexplain.runner import run_rule
 from nexplain.tables import write_table
+from nexplain.vlm.captions import caption_table
 
 
 def main(snakemake):

@@ -1,6 +1,6 @@
 """Concept tables (presence, pixel share, packed masks) of a Broden-format dataset."""
-from nexplain.concepts import build_concept_tables
 from nexplain.data.broden import open_broden
+from nexplain.data.concepts import build_concept_tables
 from nexplain.runner import run_rule
 
 

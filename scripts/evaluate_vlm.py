@@ -9,8 +9,8 @@ from nexplain.models.load import load_clip
 from nexplain.runner import log, run_rule
 from nexplain.splits import split_masks
 from nexplain.tables import write_table
-from nexplain.tracking import Outcome
-from nexplain.vlm import fit_calibration, read_embeddings, text_embeddings, zero_shot_auc
+from nexplain.tracking.tracking import Outcome
+from nexplain.vlm.vlm import fit_calibration, read_embeddings, text_embeddings, zero_shot_auc
 
 
 def main(snakemake):

@@ -1,10 +1,10 @@
 """Explain one shard of a layer's units with NetDissect, CoEx or Clustered CoEx."""
 import pyarrow.parquet as pq
 
-from nexplain.explain import Settings, explain_layer, summary_metrics, write_table
+from nexplain.compositional.explain import Settings, explain_layer, summary_metrics, write_table
 from nexplain.io import atomic_path
 from nexplain.runner import run_rule
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

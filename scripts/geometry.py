@@ -1,5 +1,5 @@
 """Bounding boxes and inscribed rectangles of every concept mask, for the MMESH bounds (once per dataset)."""
-from nexplain.store import save_geometry
+from nexplain.compositional.store import save_geometry
 from nexplain.runner import run_rule
 
 

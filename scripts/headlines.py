@@ -2,7 +2,7 @@
 import json
 
 from nexplain.io import write_text
-from nexplain.run_summary import headline_values
+from nexplain.report.run_summary import headline_values
 from nexplain.runner import run_rule
 
 

@@ -1,15 +1,15 @@
 """Label masking scores of one explanation table (runs the model on masked images)."""
 import torch
 
+from nexplain.compositional.explain import read_table, write_table
+from nexplain.compositional.labelmask import label_masking_table
+from nexplain.compositional.store import open_store
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
-from nexplain.explain import read_table, write_table
-from nexplain.labelmask import label_masking_table
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
 from nexplain.runner import run_rule
-from nexplain.store import open_store
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

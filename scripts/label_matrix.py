@@ -1,8 +1,8 @@
 """Label-mode concept matrix: image-level presence of every concept, plus classes."""
-from nexplain.conceptmatrix import label_matrix, write_matrix
 from nexplain.data.folder import open_dataset
+from nexplain.linear.conceptmatrix import label_matrix, write_matrix
 from nexplain.runner import run_rule
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

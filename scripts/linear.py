@@ -2,13 +2,13 @@
 import pandas as pd
 import torch
 
-from nexplain.activations import read_summary
-from nexplain.conceptmatrix import read_matrix
-from nexplain.tables import write_table
-from nexplain.linear import LinearSettings, aligned, explain_units, linear_table
+from nexplain.activations.activations import read_summary
+from nexplain.linear.conceptmatrix import read_matrix
+from nexplain.linear.linear import LinearSettings, aligned, explain_units, linear_table
 from nexplain.runner import run_rule
 from nexplain.splits import split_masks
-from nexplain.tracking import Outcome
+from nexplain.tables import write_table
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

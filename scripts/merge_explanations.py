@@ -1,11 +1,11 @@
 """One layer's explanation table from its shards, and its scores as JSON for `dvc metrics`."""
 import json
 
-from nexplain.explain import merge_tables, write_table
+from nexplain.compositional.explain import merge_tables, write_table
+from nexplain.compositional.scores import scores
 from nexplain.io import write_text
 from nexplain.runner import run_rule
-from nexplain.scores import scores
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

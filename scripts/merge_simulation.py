@@ -4,10 +4,10 @@ import json
 import numpy as np
 
 from nexplain.io import write_text
+from nexplain.linear.scoring import summary
 from nexplain.runner import run_rule
-from nexplain.scoring import summary
 from nexplain.tables import write_merged
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

@@ -1,10 +1,10 @@
 """One layer's Top Impact table from its shards (the bytes of a one-shard run), with the curve for the report."""
 import numpy as np
 
-from nexplain.impact import plot_top_impact
+from nexplain.linear.impact import plot_top_impact
 from nexplain.runner import run_rule
 from nexplain.tables import write_merged
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

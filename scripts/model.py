@@ -1,5 +1,5 @@
 """Resolve and load a model (trained, checkpoint, torchvision, open_clip); write its manifest."""
-from nexplain.hooks import list_layers
+from nexplain.activations.hooks import list_layers
 from nexplain.models.load import load_model
 from nexplain.models.manifest import manifest, resolve_spec, write_manifest
 from nexplain.runner import run_rule

@@ -5,16 +5,16 @@ import os
 
 import numpy as np
 
-from nexplain.activations import read_summary
+from nexplain.activations.activations import read_summary
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
-from nexplain.pure import evaluate, summary
-from nexplain.pure_figures import summary_figure, unit_figure
+from nexplain.pure.pure import evaluate, summary
+from nexplain.pure.pure_figures import summary_figure, unit_figure
 from nexplain.runner import log, run_rule
 from nexplain.tables import read_table, write_table
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 from nexplain.units import select_units
-from nexplain.vlm import read_embeddings
+from nexplain.vlm.vlm import read_embeddings
 
 
 def _by_image(path, n):

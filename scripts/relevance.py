@@ -4,13 +4,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from nexplain.activations import read_all_maps
+from nexplain.activations.activations import read_all_maps
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.data.images import load_image
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
-from nexplain.relevance import relevances, top_images
+from nexplain.pure.relevance import relevances, top_images
 from nexplain.runner import log, run_rule
 from nexplain.tables import write_table
 from nexplain.units import select_units

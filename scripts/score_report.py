@@ -2,16 +2,16 @@
 import json
 import os
 
-from nexplain.activations import read_unit_maps
+from nexplain.activations.activations import read_unit_maps
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
-from nexplain.parent_run import log_parent_artifacts
-from nexplain.range_figures import ranges_figure, top_figure
-from nexplain.report import metrics_json, summary_table, unit_table
-from nexplain.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
+from nexplain.report.range_figures import ranges_figure, top_figure
+from nexplain.report.report import metrics_json, summary_table, unit_table
+from nexplain.report.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 from nexplain.runner import run_rule
 from nexplain.tables import read_table, write_table
-from nexplain.tracking import Outcome
+from nexplain.tracking.parent_run import log_parent_artifacts
+from nexplain.tracking.tracking import Outcome
 from nexplain.units import select_units
 
 

@@ -4,19 +4,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nexplain.activations import read_summary
+from nexplain.activations.activations import read_summary
 from nexplain.compute import Compute
-from nexplain.conceptmatrix import read_matrix
 from nexplain.data.folder import open_dataset
-from nexplain.linear import aligned
+from nexplain.linear.conceptmatrix import read_matrix
+from nexplain.linear.linear import aligned
+from nexplain.linear.scoring import explanation_rows, layer_ablations, score_rows
+from nexplain.linear.simulate import Simulator
+from nexplain.linear.tail import Tail
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
 from nexplain.runner import run_rule
-from nexplain.scoring import explanation_rows, layer_ablations, score_rows
-from nexplain.simulate import Simulator
 from nexplain.splits import split_masks
 from nexplain.tables import read_table, write_table
-from nexplain.tail import Tail
 from nexplain.units import select_units
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 from nexplain.io import atomic_path
 from nexplain.runner import run_rule
 from nexplain.splits import make_splits
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

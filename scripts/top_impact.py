@@ -2,16 +2,16 @@
 import numpy as np
 import torch
 
-from nexplain.activations import read_summary
+from nexplain.activations.activations import read_summary
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
-from nexplain.impact import impacts, top_impact_table
+from nexplain.linear.impact import impacts, top_impact_table
+from nexplain.linear.scoring import layer_ablations
+from nexplain.linear.tail import Tail
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
 from nexplain.runner import run_rule
-from nexplain.scoring import layer_ablations
 from nexplain.tables import write_table
-from nexplain.tail import Tail
 from nexplain.units import select_units
 
 

@@ -6,7 +6,7 @@ from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
 from nexplain.models.train import save_checkpoint, train_classifier
 from nexplain.runner import log, run_rule
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
 
 
 def main(snakemake):

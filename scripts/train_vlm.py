@@ -5,13 +5,13 @@ import pandas as pd
 import torch
 
 from nexplain.compute import Compute
-from nexplain.crops import training_crops
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
 from nexplain.models.clip import (TrainSettings, new_model, preprocess_images, resolve_precision, save_checkpoint,
                                   train_clip)
 from nexplain.runner import log, run_rule
-from nexplain.tracking import Outcome
+from nexplain.tracking.tracking import Outcome
+from nexplain.vlm.crops import training_crops
 
 
 def main(snakemake):

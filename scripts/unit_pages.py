@@ -2,14 +2,14 @@
 with its top images outlined; the units of `report.units` also get the report's figures."""
 from tqdm import tqdm
 
-from nexplain.activations import read_unit_maps
+from nexplain.activations.activations import read_unit_maps
 from nexplain.data.folder import open_dataset
-from nexplain.parent_run import log_parent_artifacts
+from nexplain.report.unit_pages import write_pages
+from nexplain.report.unit_strips import top_strip
 from nexplain.runner import run_rule
 from nexplain.tables import read_table
-from nexplain.tracking import Outcome
-from nexplain.unit_pages import write_pages
-from nexplain.unit_strips import top_strip
+from nexplain.tracking.parent_run import log_parent_artifacts
+from nexplain.tracking.tracking import Outcome
 from nexplain.units import select_units
 
 

@@ -5,7 +5,7 @@ from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.models.load import load_clip
 from nexplain.runner import run_rule
-from nexplain.vlm import image_embeddings, write_embeddings
+from nexplain.vlm.vlm import image_embeddings, write_embeddings
 
 
 def main(snakemake):

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from nexplain.conceptmatrix import read_matrix, write_matrix
+from nexplain.linear.conceptmatrix import read_matrix, write_matrix
 from nexplain.models.load import load_clip
 from nexplain.runner import run_rule
-from nexplain.tracking import Outcome
-from nexplain.vlm import concept_matrix, read_concept_set, read_embeddings, text_embeddings
+from nexplain.tracking.tracking import Outcome
+from nexplain.vlm.vlm import concept_matrix, read_concept_set, read_embeddings, text_embeddings
 
 
 def main(snakemake):

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from nexplain.ablation import Ablation
-from nexplain.hooks import Trace
-from nexplain.tail import Tail
+from nexplain.activations.hooks import Trace
+from nexplain.linear.ablation import Ablation
+from nexplain.linear.tail import Tail
 
 
 @pytest.fixture(scope="module")

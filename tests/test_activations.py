@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from nexplain.activations import (extract_activations, extract_batches, read_meta, read_summary,
-                                  read_unit_maps, unit_columns)
+from nexplain.activations.activations import (extract_activations, extract_batches, read_meta, read_summary,
+                                              read_unit_maps, unit_columns)
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ConfigError, DataError, ModelError
 from clip_fixture import register_tiny_clip
-from nexplain.hooks import Trace
+from nexplain.activations.hooks import Trace
 from nexplain.models.load import load_model
 
 N = 10

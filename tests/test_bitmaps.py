@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nexplain.bitmaps import (Range, cluster_bitmaps, cluster_ranges, fit_clusters,
-                              quantile_threshold, top_bitmap, upsample)
+from nexplain.compositional.bitmaps import (Range, cluster_bitmaps, cluster_ranges, fit_clusters,
+                                            quantile_threshold, top_bitmap, upsample)
 from nexplain.errors import DataError
 
 

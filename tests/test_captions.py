@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 
 from broden_fixture import write_broden_fixture
-from nexplain.captions import caption, caption_table, image_things, prompt
 from nexplain.data.broden import open_broden
+from nexplain.vlm.captions import caption, caption_table, image_things, prompt
 
 NAMES = {1: "red", 2: "blue", 10: "circle", 11: "star", 20: "striped", 30: "grass"}
 
@@ -54,7 +54,7 @@ def test_prompts_use_the_bare_name_or_a_category_template():
 def test_caption_table_on_a_broden_fixture(tmp_path):
     write_broden_fixture(tmp_path / "b")
     ds = open_broden(tmp_path / "b")
-    from nexplain.concepts import column_names
+    from nexplain.data.concepts import column_names
     names = column_names(ds.concepts)
     presence = pd.DataFrame({"image_id": np.arange(len(ds))} | {n: np.zeros(len(ds)) for n in names})
     presence.loc[0, names[0]] = 1.0

@@ -13,7 +13,7 @@ def test_check_config(capsys, tmp_path):
 def test_code_files_lists_the_modules_a_rule_runs(capsys):
     assert main(["code-files", "scripts/activations.py"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "nexplain/activations.py" in out and "nexplain/hooks.py" in out
+    assert "nexplain/activations/activations.py" in out and "nexplain/activations/hooks.py" in out
     assert "nexplain/data/world.py" not in out
     assert out[-1].startswith("code version: ")
 

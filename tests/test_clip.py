@@ -13,7 +13,7 @@ from nexplain.errors import ConfigError
 from nexplain.models.clip import (TrainSettings, _Texts, dihedral, encode_text, new_model, register_configs,
                                   save_checkpoint, train_clip)
 from nexplain.models.load import load_clip
-from nexplain.vlm import concept_matrix, fit_calibration, text_embeddings, zero_shot_auc
+from nexplain.vlm.vlm import concept_matrix, fit_calibration, text_embeddings, zero_shot_auc
 
 COLORS = {"red": (1.0, -1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "green": (-1.0, 1.0, -1.0)}
 

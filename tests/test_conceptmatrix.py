@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexplain.conceptmatrix import label_matrix, read_matrix, write_matrix
 from nexplain.errors import DataError
+from nexplain.linear.conceptmatrix import label_matrix, read_matrix, write_matrix
 
 
 @pytest.fixture

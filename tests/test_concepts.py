@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from broden_fixture import CONCEPT_NUMBERS, EXPECTED_SHARE, IMAGES, SH, SW, write_broden_fixture
-from nexplain.concepts import PackedMasks, build_concept_tables, column_names
 from nexplain.data.broden import open_broden
+from nexplain.data.concepts import PackedMasks, build_concept_tables, column_names
 from nexplain.errors import DataError
 
 FILES = ["concepts.parquet", "presence.parquet", "share.parquet",
@@ -122,7 +122,7 @@ def test_no_partial_output_on_corrupt_mask(tmp_path):
 
 
 def test_large_mask_shape_row_bytes(tmp_path):
-    from nexplain.concepts import pack_masks, row_bytes_for
+    from nexplain.data.concepts import pack_masks, row_bytes_for
     assert row_bytes_for((112, 112)) == 1568
     assert row_bytes_for((7, 7)) == 8
     rng = np.random.default_rng(0)

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from nexplain.concepts import column_names
-from nexplain.crops import object_crops
 from nexplain.data.broden import open_broden
+from nexplain.data.concepts import column_names
 from nexplain.data.world import SHAPES, generate_world
 from nexplain.errors import DataError
+from nexplain.vlm.crops import object_crops
 
 
 @pytest.fixture(scope="module")

@@ -109,11 +109,11 @@ def _jobs(log: str) -> dict[str, int]:
 def test_a_code_change_through_dvc_reruns_only_what_uses_it(repo):
     """`dvc repro` must not disturb mtimes (no unprotect copies), so Snakemake's own choice stands."""
     wf, _ = repo
-    unused = wf / "src/nexplain/lineage.py"  # no rule imports it: the stage reruns, no job does
+    unused = wf / "src/nexplain/tracking/lineage.py"  # no rule imports it: the stage reruns, no job does
     unused.write_text(unused.read_text() + "\n\ndef _probe():\n    return 1\n")
     proc = dvc(wf, "repro")
     assert _jobs(proc.stdout + proc.stderr) == {}
-    module = wf / "src/nexplain/explain.py"
+    module = wf / "src/nexplain/compositional/explain.py"
     module.write_text(module.read_text() + "\n\ndef _probe():\n    return 1\n")
     proc = dvc(wf, "repro")
     # the merged tables are rewritten, so the simulation that reads them reruns too

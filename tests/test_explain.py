@@ -8,15 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from nexplain.activations import extract_batches
-from nexplain.concepts import PackedMasks, build_concept_tables
+from nexplain.activations.activations import extract_batches
+from nexplain.compositional.explain import Settings, explain_layer, merge_tables, select_units, write_table
+from nexplain.compositional.formulas import evaluate, leaf, parse
+from nexplain.compositional.masks import ConceptStore
+from nexplain.compositional.store import open_store
 from nexplain.data.broden import open_broden
+from nexplain.data.concepts import PackedMasks, build_concept_tables
 from nexplain.data.world import generate_world
 from nexplain.errors import ConfigError, DataError
-from nexplain.explain import Settings, explain_layer, merge_tables, select_units, write_table
-from nexplain.store import open_store
-from nexplain.formulas import evaluate, leaf, parse
-from nexplain.masks import ConceptStore
 
 N, S = 40, 16  # images, mask size (maps are planted at mask size: upsampling is the identity)
 
@@ -140,7 +140,7 @@ def test_unknown_method_is_a_config_error():
 
 
 def test_saved_geometry_gives_the_same_table(planted, tmp_path):
-    from nexplain.store import save_geometry
+    from nexplain.compositional.store import save_geometry
 
     maps, concepts, _, _, f_or = planted
     save_geometry(concepts, tmp_path / "geometry.npz")
@@ -158,7 +158,7 @@ def test_saved_geometry_gives_the_same_table(planted, tmp_path):
 
 
 def test_scores_summarise_the_explained_rows(planted):
-    from nexplain.scores import scores
+    from nexplain.compositional.scores import scores
 
     maps, concepts, _, _, f_or = planted
     table = explain_layer(maps, concepts, Settings("coex", quantile=_q_for(f_or)), progress=False)[0]
@@ -172,7 +172,7 @@ def test_scores_summarise_the_explained_rows(planted):
 def test_the_python_api_gives_the_rules_table_from_arrays(planted, method):
     """nx.<method> on in-memory maps and masks is the code the explain rule runs: same table."""
     import nexplain as nx
-    from nexplain.activations import read_all_maps
+    from nexplain.activations.activations import read_all_maps
 
     maps_path, concepts, *_ = planted
     store, names = open_store(concepts)

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from nexplain.formulas import (AND, AND_NOT, OPS, OR, Formula, concepts, evaluate, evaluate_region,
-                               leaf, parse, to_str)
-from nexplain.masks import ConceptStore
+from nexplain.compositional.formulas import (AND, AND_NOT, OPS, OR, Formula, concepts, evaluate, evaluate_region,
+                                             leaf, parse, to_str)
+from nexplain.compositional.masks import ConceptStore
 from test_masks import check_geometry, random_concepts
 
 a, b, c, d = 0, 1, 2, 3

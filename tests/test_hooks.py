@@ -3,8 +3,8 @@ import torch
 import torchvision
 from torch import nn
 
+from nexplain.activations.hooks import Trace, TraceDict, compact_names, list_layers
 from nexplain.errors import ModelError
-from nexplain.hooks import Trace, TraceDict, compact_names, list_layers
 
 
 class Counter(nn.Module):

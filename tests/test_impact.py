@@ -5,10 +5,10 @@ import pytest
 import torch
 import torchvision
 
-from nexplain.ablation import Ablation
-from nexplain.hooks import Trace
-from nexplain.impact import BETAS, area_chart, impacts, top_impact
-from nexplain.tail import Tail
+from nexplain.activations.hooks import Trace
+from nexplain.linear.ablation import Ablation
+from nexplain.linear.impact import BETAS, area_chart, impacts, top_impact
+from nexplain.linear.tail import Tail
 from test_ablation import brute_losses
 
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torchvision
 
-from nexplain.concepts import build_concept_tables
+from nexplain.compositional.labelmask import label_masking_table
+from nexplain.compositional.store import open_store
 from nexplain.data.broden import open_broden
+from nexplain.data.concepts import build_concept_tables
 from nexplain.data.world import generate_world
-from nexplain.labelmask import label_masking_table
 from nexplain.models.load import LoadedModel, input_transform
-from nexplain.store import open_store
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,8 @@ def test_a_small_mask_loses_part_of_the_response_and_is_seeded(setup):
 
 
 def test_ranges_match_the_bitmaps_and_token_layers_are_refused(setup):
+    from nexplain.compositional.labelmask import _in_range
     from nexplain.errors import ModelError
-    from nexplain.labelmask import _in_range
 
     a = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
     assert _in_range({"lo": -2.0, "hi": 0.0, "cluster": 0}, True, False).contains(a).tolist() == \

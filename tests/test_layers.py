@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
+from nexplain.activations.hooks import list_layers
 from nexplain.errors import ModelError
-from nexplain.hooks import list_layers
 from nexplain.models.layers import skeleton, unknown_layer
 from nexplain.models.load import load_model
 

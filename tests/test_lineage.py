@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nexplain.cli import main
-from nexplain.lineage import DIFFERS
+from nexplain.tracking.lineage import DIFFERS
 
 DATASET = "results/datasets/world"
 CKPT = "results/models/m/checkpoint.pt"
@@ -239,7 +239,7 @@ def test_long_paths_are_read_from_chunked_record_names(tmp_path, capsys):
 def _save_jobs(wf: Path) -> None:
     """nexplain's content records of the fixture's jobs, as the runner saves them after each job."""
     from nexplain.hashing import content_hash
-    from nexplain.records import save
+    from nexplain.tracking.records import save
 
     jobs = [("world", {"dataset": "world"}, [], [DATASET]),
             ("train_model", {"model": "m"}, [DATASET], [CKPT, METRICS]),
@@ -253,7 +253,7 @@ def _save_jobs(wf: Path) -> None:
 
 @pytest.mark.reliability
 def test_an_edited_artifact_is_flagged_without_mlflow(workflow, capsys):
-    from nexplain.lineage import EDITED
+    from nexplain.tracking.lineage import EDITED
 
     wf = workflow["wf"]
     _save_jobs(wf)
@@ -279,7 +279,7 @@ def test_an_edited_artifact_is_flagged_without_mlflow(workflow, capsys):
 
 
 def test_a_file_unlike_the_version_dvc_lock_pins_is_flagged(workflow, capsys):
-    from nexplain.lineage import EDITED, UNPINNED
+    from nexplain.tracking.lineage import EDITED, UNPINNED
 
     wf = workflow["wf"]
     listing = json.dumps([{"md5": hashlib.md5(b"weights-0").hexdigest(), "relpath": "models/m/checkpoint.pt"},

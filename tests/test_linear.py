@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import ElasticNet
 
 from nexplain.errors import ConfigError, DataError
-from nexplain.linear import ConceptFilter, LinearSettings, elastic_net, explain_units, keep_concepts, linear_table
+from nexplain.linear.linear import ConceptFilter, LinearSettings, elastic_net, explain_units, keep_concepts, linear_table
 from nexplain.splits import make_splits, split_masks
 
 

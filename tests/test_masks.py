@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from broden_fixture import CONCEPT_NUMBERS, IMAGE_LEVEL_NUMBERS, IMAGES, SH, SW, write_broden_fixture
-from nexplain.concepts import PackedMasks, build_concept_tables
+from nexplain.compositional.masks import (AND, AND_NOT, OR, Bitmap, ConceptStore, Region, bitmap_and,
+                                          bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry)
 from nexplain.data.broden import open_broden
-from nexplain.masks import (AND, AND_NOT, OR, Bitmap, ConceptStore, Region, bitmap_and,
-                            bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry)
+from nexplain.data.concepts import PackedMasks, build_concept_tables
 
 
 def random_concepts(rng, n_concepts, n_images, h, w):

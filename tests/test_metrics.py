@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nexplain.masks import Bitmap
-from nexplain.metrics import (activation_coverage, detection_accuracy, explanation_coverage,
-                              explanation_metrics, iou, label_masking, sample_coverage)
+from nexplain.compositional.masks import Bitmap
+from nexplain.compositional.metrics import (activation_coverage, detection_accuracy, explanation_coverage,
+                                            explanation_metrics, iou, label_masking, sample_coverage)
 
 # 4 images of 2 x 2 cells.
 A = np.array([[[1, 1], [0, 0]],    # 2 cells

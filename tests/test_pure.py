@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexplain.pure import circuits, distance_correlation, evaluate, summary
+from nexplain.pure.pure import circuits, distance_correlation, evaluate, summary
 
 
 def test_distance_correlation_by_hand():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nexplain import records
 from nexplain.hashing import content_hash
-from nexplain.records import Edit, edited, load, refusal, save
+from nexplain.tracking import records
+from nexplain.tracking.records import Edit, edited, load, refusal, save
 
 TABLE = "results/m/world/layer3/explanations/coex.parquet"
 DATASET = "results/datasets/world"
@@ -109,7 +109,7 @@ def test_missing_outputs_and_broken_records_are_not_edits(wd, caplog):
     (wd / records.RECORDS / "list.json").write_text("[1, 2]")
     assert edited(wd) == []
     assert edited(wd / "elsewhere") == []  # no records at all
-    with caplog.at_level(logging.WARNING, logger="nexplain.records"):
+    with caplog.at_level(logging.WARNING, logger="nexplain.tracking.records"):
         save({"rule": "x"}, wd)  # no outputs: logged, never raised into the job
         save({"rule": "x", "outputs": {"results/gone.txt": "sha256:0"}}, wd)
     assert caplog.text.count("could not record the content of the job's outputs") == 2

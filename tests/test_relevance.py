@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import rand_score
 
-from nexplain.pure import circuits
-from nexplain.relevance import pair_relevances, relevances, top_images
+from nexplain.pure.pure import circuits
+from nexplain.pure.relevance import pair_relevances, relevances, top_images
 
 
 class Net(torch.nn.Module):

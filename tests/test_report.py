@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from nexplain.errors import DataError
-from nexplain.range_figures import ranges_figure, top_figure, top_images
-from nexplain.report import metrics_json, summary_table, unit_table
-from nexplain.report_figures import (area_chart, area_proportions, corr_vs_ablation, linear_weights, method_bars,
-                                     top_impact_curve)
+from nexplain.report.range_figures import ranges_figure, top_figure, top_images
+from nexplain.report.report import metrics_json, summary_table, unit_table
+from nexplain.report.report_figures import (area_chart, area_proportions, corr_vs_ablation, linear_weights, method_bars,
+                                            top_impact_curve)
 
 
 def _formula(units, iou, status=None):
@@ -169,6 +169,6 @@ def test_dead_and_unexplained_units_read_as_words(tables, images, tmp_path, monk
     assert u.loc[0, "clustered"] == "0.00-1.00: c0 | 1.00-2.00: c0 | 2.00-3.00: (none)"
     assert u.loc[1, "le_label"] == "(none)"
     labels = []
-    monkeypatch.setattr("nexplain.range_figures._figure", lambda path, title, rows, *a: labels.extend(rows))
+    monkeypatch.setattr("nexplain.report.range_figures._figure", lambda path, title, rows, *a: labels.extend(rows))
     ranges_figure(tmp_path / "r.png", formulas["clustered"], 0, *_maps(), images)
     assert labels[2]["label"] == "range 2: (2, 3]\n(none)\nIoU \u2013, 10 cells\n[empty]"

@@ -1,4 +1,4 @@
-"""nexplain.resume, and a real run killed with SIGKILL at several points, then resumed by the same command."""
+"""nexplain.tracking.resume, and a real run killed with SIGKILL at several points, then resumed by the same command."""
 
 import os
 import signal
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from nexplain import resume
 from nexplain.io import TEMPORARY
+from nexplain.tracking import resume
 from workflow_copy import copy_workflow, digests, env
 
 LAYER4 = "results/resnet18_world/world/layer4"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from nexplain.cli import main as cli
-from nexplain.run_summary import summary
+from nexplain.report.run_summary import summary
 
 CONFIG = {
     "results": "results",
@@ -65,7 +65,7 @@ def test_the_cli_prints_the_same_summary(run, monkeypatch, capsys):
 
 
 def test_headline_values_are_few_and_grouped_for_dvc_metrics(run):
-    from nexplain.run_summary import headline_values
+    from nexplain.report.run_summary import headline_values
 
     v = headline_values(CONFIG, run)
     assert list(v) == ["net", "net/world/layer4", "clip", "pure net/layer4"]

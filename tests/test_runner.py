@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 from snakemake.iocontainers import Namedlist
 
-from nexplain import records, tracking
 from nexplain.errors import DataError
 from nexplain.runner import run_rule
-from nexplain.tracking import Outcome
+from nexplain.tracking import records, tracking
+from nexplain.tracking.tracking import Outcome
 
 
 def _job(root):

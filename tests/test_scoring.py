@@ -6,12 +6,12 @@ import pytest
 import torch
 import torchvision
 
-from nexplain.ablation import Ablation
-from nexplain.hooks import Trace
-from nexplain.scoring import explanation_rows, score_rows, summary
-from nexplain.simulate import Simulator
+from nexplain.activations.hooks import Trace
+from nexplain.linear.ablation import Ablation
+from nexplain.linear.scoring import explanation_rows, score_rows, summary
+from nexplain.linear.simulate import Simulator
+from nexplain.linear.tail import Tail
 from nexplain.splits import make_splits, split_masks
-from nexplain.tail import Tail
 
 
 def test_rows_and_scores():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from nexplain.formulas import AND, AND_NOT, OPS, OR, Formula, leaf
-from nexplain.masks import Bitmap, ConceptStore
-from nexplain.search import SearchCache, beam_search, mmesh_search, netdissect
+from nexplain.compositional.formulas import AND, AND_NOT, OPS, OR, Formula, leaf
+from nexplain.compositional.masks import Bitmap, ConceptStore
+from nexplain.compositional.search import SearchCache, beam_search, mmesh_search, netdissect
 from test_formulas import dense_eval, random_formula
 from test_masks import random_concepts
 
@@ -230,8 +230,8 @@ def test_cache_reused_across_units(planted):
 
 def test_small_chunks_give_the_same_answers(monkeypatch):
     """The block loops that bound memory at Broden scale, each run over many tiny blocks."""
-    import nexplain.masks as masks_mod
-    import nexplain.search as search_mod
+    import nexplain.compositional.masks as masks_mod
+    import nexplain.compositional.search as search_mod
     rng = np.random.default_rng(8)
     cases = [random_case(rng) for _ in range(15)]
     want = [summary(beam_search(Bitmap.from_dense(a), ConceptStore.from_dense(m, lvl), **p))

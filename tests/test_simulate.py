@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nexplain.errors import DataError
-from nexplain.simulate import Simulator, norm_scaling, pearson
+from nexplain.linear.simulate import Simulator, norm_scaling, pearson
 
 
 def test_terms_formulas_and_weights():

@@ -5,9 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
+from nexplain.activations.hooks import Trace
 from nexplain.errors import ModelError
-from nexplain.hooks import Trace
-from nexplain.tail import Tail
+from nexplain.linear.tail import Tail
 
 
 def resnet():

@@ -7,10 +7,10 @@ import pytest
 from mlflow import MlflowClient
 from snakemake.iocontainers import Namedlist
 
-from nexplain import tracking
 from nexplain.hashing import content_hash
-from nexplain.parent_run import log_parent_artifacts
-from nexplain.tracking import Outcome, TrackingError
+from nexplain.tracking import tracking
+from nexplain.tracking.parent_run import log_parent_artifacts
+from nexplain.tracking.tracking import Outcome, TrackingError
 
 
 def test_flatten_nested_params_to_dotted_keys():

@@ -10,8 +10,8 @@ from PIL import Image
 
 from browser import check_page, needs_chromium, screenshot
 from nexplain.errors import DataError
-from nexplain.report import unit_table
-from nexplain.unit_pages import write_pages
+from nexplain.report.report import unit_table
+from nexplain.report.unit_pages import write_pages
 
 NAMES = {"formulas": ["netdissect", "clustered"], "linear": ["le_label"]}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nexplain.unit_strips import outline, thumbnail, top_strip
+from nexplain.report.unit_strips import outline, thumbnail, top_strip
 
 
 def test_outline_is_the_border_of_the_region():

@@ -9,10 +9,10 @@ from PIL import Image
 from clip_fixture import register_tiny_clip
 from nexplain.data.images import ImageTable
 from nexplain.errors import DataError
+from nexplain.linear.conceptmatrix import read_matrix, write_matrix
 from nexplain.models.load import load_clip
-from nexplain.conceptmatrix import read_matrix, write_matrix
-from nexplain.vlm import (cached_text_embeddings, calibrate, concept_matrix, image_embeddings, matched_labels,
-                          read_concept_set, read_embeddings, text_embeddings, vlm_matrix, write_embeddings)
+from nexplain.vlm.vlm import (cached_text_embeddings, calibrate, concept_matrix, image_embeddings, matched_labels,
+                              read_concept_set, read_embeddings, text_embeddings, vlm_matrix, write_embeddings)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_text_cache_and_calibrated_matrix(clip, tmp_path, monkeypatch):
     model, preprocess, tok = load_clip({"name": "nexplain-vlm-tiny", "pretrained": str(d / "tiny.pt")})
     meta = {"model": "nexplain-vlm-tiny", "template": "{}"}
     first = cached_text_embeddings(tmp_path / "t.parquet", model, tok, ["red", "blue"], "{}", meta)
-    import nexplain.vlm as vlm
+    import nexplain.vlm.vlm as vlm
     calls = []
     monkeypatch.setattr(vlm, "text_embeddings", lambda m, t, cs, tpl: calls.append(cs) or text_embeddings(m, t, cs, tpl))
     again = cached_text_embeddings(tmp_path / "t.parquet", model, tok, ["blue", "red", "sky"], "{}", meta)

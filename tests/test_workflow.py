@@ -93,7 +93,7 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
 
 
 def test_code_change_reruns_only_rules_that_import_it(workflow):
-    module = workflow / "src/nexplain/activations.py"
+    module = workflow / "src/nexplain/activations/activations.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# a comment changes nothing\n")
@@ -191,7 +191,7 @@ def test_the_report_lands_in_the_parent_mlflow_run(workflow):
     """Every file of the layer's report (tables, figures, pages) is an artifact of the invocation's parent run."""
     from mlflow import MlflowClient
 
-    from nexplain.tracking import tracking_uri
+    from nexplain.tracking.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri({}, workflow))
     exp = client.get_experiment_by_name("nexplain")

@@ -15,7 +15,7 @@ _API = ("concept_store", "netdissect", "coex", "clustered", "linear", "simulate"
 __all__ = list(_API)
 
 
-_MODULES = ("linear", "pure", "simulate")  # method modules that are their own API call
+_MODULES = ("linear", "pure")  # method packages that are their own API call (nexplain.method_module)
 
 
 def __getattr__(name):

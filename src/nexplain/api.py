@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from nexplain.compositional.masks import ConceptStore
 from nexplain.errors import DataError
-from nexplain.linear import ConceptFilter
-from nexplain.masks import ConceptStore
+from nexplain.linear.linear import ConceptFilter
 
 __all__ = ["concept_store", "netdissect", "coex", "clustered", "linear", "simulate", "pure", "ConceptFilter"]
 
@@ -46,8 +46,8 @@ def _names(names, n: int, what: str) -> list[str]:
 
 
 def _formulas(method: str, maps, concepts, names, units, **settings) -> pd.DataFrame:
-    from nexplain.explain import SCHEMA, Settings, explain_maps
-    from nexplain.search import default_cache
+    from nexplain.compositional.explain import SCHEMA, Settings, explain_maps
+    from nexplain.compositional.search import default_cache
     from nexplain.units import select_units
 
     store = _store(concepts)
@@ -123,7 +123,7 @@ def linear(P, Q, splits, names=None, *, lam: float = 0.05, alpha: float = 0.99, 
     its activation over the whole range. `P` (N, C) concept scores in [0, 1], `Q` (N, U)
     activations, `splits` {train, val[, test]} boolean masks or an (N,) array of split names.
     A result with no concept passing `concept_filter` is a DataError naming the largest value."""
-    from nexplain.linear import LinearSettings, explain_units, linear_table
+    from nexplain.linear.linear import LinearSettings, explain_units, linear_table
 
     P, Q = _pq(P, Q)
     masks = _splits(splits, len(P))
@@ -138,8 +138,8 @@ def simulate(explanations: pd.DataFrame, P, names, Q, splits, *, method: str | N
     `explanations`: a table from `linear`, `netdissect`, `coex` or `clustered`; `method` names it
     in the output (default: "le" for a linear table, else "formula"). Ablation scores need the
     model: the `simulate` rule computes them."""
-    from nexplain.scoring import explanation_rows, score_rows
-    from nexplain.simulate import Simulator
+    from nexplain.linear.scoring import explanation_rows, score_rows
+    from nexplain.linear.simulate import Simulator
 
     P, Q = _pq(P, Q)
     masks = _splits(splits, len(P))
@@ -157,7 +157,7 @@ def pure(relevance: dict[str, np.ndarray], reference, *, ceiling=None, own=None,
     each unit's relevances on its top-M images; `reference` (U, M, D): an embedding of those
     images; `ceiling` a second embedding (U, M, D'), `own` the unit's layer's activation vectors
     (U, M, D''), both optional. Returns (circuits, correlations, summary) as the rule writes them."""
-    from nexplain.pure import evaluate, summary
+    from nexplain.pure.pure import evaluate, summary
 
     if not relevance:
         raise DataError("relevance: give at least one earlier layer's (units, images, channels) array")

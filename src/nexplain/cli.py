@@ -18,8 +18,8 @@ def _check_config(args) -> None:
 
 
 def _layers(args) -> None:
+    from nexplain.activations.hooks import list_layers
     from nexplain.config import load_config
-    from nexplain.hooks import list_layers
     from nexplain.models.load import load_model
     from nexplain.models.manifest import read_manifest
 
@@ -39,7 +39,7 @@ def _layers(args) -> None:
 
 def _summary(args) -> None:
     from nexplain.config import load_config
-    from nexplain.run_summary import summary
+    from nexplain.report.run_summary import summary
 
     print(summary(load_config(args.config)), end="")
 
@@ -56,7 +56,7 @@ def _code_files(args) -> None:
 def _lineage(args) -> None:
     import json
 
-    from nexplain import lineage as ln
+    from nexplain.tracking import lineage as ln
 
     if args.dependents:
         result = ln.dependents(args.path, args.workdir)

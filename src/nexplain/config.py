@@ -171,7 +171,7 @@ def check_plan(config: dict, source: str = "config", workdir=".") -> None:
     `workdir`, as the rules read them) and every model's architecture and targeted layers.
     Imports torch, so it is apart from `validate_config`; call it on a validated config."""
     from nexplain.models.layers import skeleton, unknown_layer
-    from nexplain.vlm import read_concept_set  # the reader the VLM concept matrix uses
+    from nexplain.vlm.vlm import read_concept_set  # the reader the VLM concept matrix uses
 
     for name, ds in config["datasets"].items():
         if "concept_set" in ds:

@@ -1,7 +1,7 @@
 """Atomic writes: an output is either complete or absent, never half-written.
 
 Temporaries are hidden siblings named `.<output name>.<8 random chars>.tmp`: a killed job
-leaves them behind, and `nexplain.resume` sweeps that pattern at the next start.
+leaves them behind, and `nexplain.tracking.resume` sweeps that pattern at the next start.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""A method's module that is also its API call: `nx.linear(P, Q, splits)` runs
-`nexplain.api.linear`, while `nx.linear.explain_units` stays the module's function.
+"""A method's package that is also its API call: `nx.linear(P, Q, splits)` runs
+`nexplain.api.linear`, while `nexplain.linear` stays the package of `nexplain.linear.linear`.
 
-A package attribute and a submodule of the same name cannot be two objects (importing the
-submodule rebinds the name), so the module itself is made callable.
+A package attribute and a subpackage of the same name cannot be two objects (importing any of
+its modules rebinds the name), so the package itself is made callable, by its `__init__`.
 """
 
 import importlib

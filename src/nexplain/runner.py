@@ -6,9 +6,9 @@ import logging
 import sys
 import time
 
-from nexplain import records
 from nexplain.errors import NexplainError, one_line
-from nexplain.tracking import JobRun, Outcome, job_record
+from nexplain.tracking import records
+from nexplain.tracking.tracking import JobRun, Outcome, job_record
 
 log = logging.getLogger("nexplain")
 

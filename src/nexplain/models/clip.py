@@ -11,7 +11,7 @@ concept, not only for its own image: otherwise the loss would push "red" away fr
 other red image and zero-shot presence would suffer. Each step also scores every concept's
 bare name against every image of the batch (`concept_texts`): the sigmoid loss over those
 pairs is exactly zero-shot presence on the train split, which captions alone teach slowly
-for shapes and textures. With `crops`, each step also scores object crops (`nexplain.crops`)
+for shapes and textures. With `crops`, each step also scores object crops (`nexplain.vlm.crops`)
 against the concept names: a crop says which shape, colour and texture one thing has, where a
 whole image only says they are somewhere among up to four things, and a size-agnostic tower
 (`nexplain-world-cnn`) reaches the same AUC from them in about half the time.
@@ -151,7 +151,7 @@ class _Texts:
 
 
 class _Crops:
-    """Object crops (`nexplain.crops.object_crops` rows): draws a jittered, turned batch."""
+    """Object crops (`nexplain.vlm.crops.object_crops` rows): draws a jittered, turned batch."""
 
     def __init__(self, crops: pd.DataFrame, concept_names: list[str], size: int):
         col = {c: j for j, c in enumerate(concept_names)}
@@ -230,7 +230,7 @@ def train_clip(model, name: str, images: torch.Tensor, table: pd.DataFrame, conc
     stay where they are; each batch moves); returns (model in eval mode, per-step losses).
 
     With `settings.crops`, each step also scores that many object crops (`crops`: rows of
-    `nexplain.crops.object_crops` over the same images) against the concept names."""
+    `nexplain.vlm.crops.object_crops` over the same images) against the concept names."""
     import open_clip
     from open_clip.loss import ClipLoss
 

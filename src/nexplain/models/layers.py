@@ -2,7 +2,7 @@
 
 `skeleton` builds the module a job would hook (`nexplain.models.load`) on torch's meta
 device, where parameters have shapes but no memory, so even a ViT-H costs a tenth of a
-second. `unknown_layer` resolves a name with `nexplain.hooks.get_layer`, the very
+second. `unknown_layer` resolves a name with `nexplain.activations.hooks.get_layer`, the very
 call the extraction, relevance and replay jobs make, so it accepts exactly what they do.
 """
 
@@ -13,8 +13,8 @@ import functools
 
 import torch
 
+from nexplain.activations.hooks import compact_names, get_layer, list_layers
 from nexplain.errors import ModelError
-from nexplain.hooks import compact_names, get_layer, list_layers
 
 _MAX_CHOICES = 24  # choices an error lists before it shortens
 

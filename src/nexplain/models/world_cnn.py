@@ -4,7 +4,7 @@ open_clip builds it through a model config's `vision_cfg.timm_model_name`, like 
 Stages of conv-BN-ReLU blocks are separated by 2x2 max pooling; the global pool is a max by default.
 Max pooling answers "is there a star anywhere", the question zero-shot presence asks, and it
 makes the tower size-agnostic, so training can show it object crops as well as whole images
-(`nexplain.crops`). On the world it learns shapes and textures far faster per second than
+(`nexplain.vlm.crops`). On the world it learns shapes and textures far faster per second than
 ModifiedResNet, and crops halve the time again (benchmarks/RESULTS.md, 2026-12-04).
 """
 

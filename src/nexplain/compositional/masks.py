@@ -1,0 +1,483 @@
+"""Boolean masks over N x H x W cells, stored sparsely: packed rows only for images where set.
+
+A `Bitmap` is the common currency of the explainers: a unit's active cells, a cluster
+range, a concept, a formula. Rows use the layout of `nexplain.data.concepts` (bit order
+"big", `row_bytes` a multiple of 8, so rows view as uint64 words for popcounts).
+
+Also here: set operations between bitmaps restricted to the images where the result
+can be set; `Region` (a bitmap with per-image bounding boxes and all-ones rectangles,
+the geometry MMESH bounds need); and `ConceptStore`, the search-side view of all
+concept masks with per-(concept, image) statistics and an image-major index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nexplain.data.concepts import BITORDER, pack_masks, row_bytes_for
+
+
+@dataclass(frozen=True)
+class Bitmap:
+    """Cells set over n_images images of shape (H, W); `ids` sorted, one packed row per id, no empty rows."""
+
+    ids: np.ndarray  # (k,) int64, sorted, unique
+    rows: np.ndarray  # (k, row_bytes) uint8
+    n_images: int
+    shape: tuple[int, int]
+
+    @property
+    def row_bytes(self) -> int:
+        return row_bytes_for(self.shape)
+
+    @classmethod
+    def empty(cls, n_images: int, shape: tuple[int, int]) -> Bitmap:
+        return cls(np.zeros(0, np.int64), np.zeros((0, row_bytes_for(shape)), np.uint8), n_images, tuple(shape))
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray, ids: np.ndarray | None = None, n_images: int | None = None) -> Bitmap:
+        """From bool (k, H, W) masks of images `ids` (default 0..k-1); empty images are dropped."""
+        dense = np.asarray(dense, dtype=bool)
+        ids = np.arange(len(dense)) if ids is None else np.asarray(ids, dtype=np.int64)
+        keep = dense.reshape(len(dense), -1).any(axis=1)
+        shape = tuple(dense.shape[1:])
+        rows = pack_masks(dense[keep], row_bytes_for(shape))
+        n = len(dense) if n_images is None else n_images
+        return cls(ids[keep].astype(np.int64), rows, n, shape)
+
+    def to_dense(self) -> np.ndarray:
+        """Bool (n_images, H, W): small sets only."""
+        h, w = self.shape
+        out = np.zeros((self.n_images, h * w), dtype=bool)
+        out[self.ids] = np.unpackbits(self.rows, axis=1, count=h * w, bitorder=BITORDER).view(bool)
+        return out.reshape(self.n_images, h, w)
+
+    def per_image(self) -> np.ndarray:
+        """Set cells per listed image, aligned with `ids`."""
+        return popcount_rows(self.rows)
+
+    def count(self) -> int:
+        return int(self.per_image().sum())
+
+
+GATHER_BYTES = 1 << 20  # packed rows per gather chunk: fits in L2 beside its temporaries
+
+
+def popcount_rows(rows: np.ndarray) -> np.ndarray:
+    """Set bits per packed row, as int64."""
+    if len(rows) == 0:
+        return np.zeros(0, np.int64)
+    words = np.ascontiguousarray(rows).view(np.uint64)
+    return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+
+
+def popcount_total(rows: np.ndarray) -> int:
+    """Set bits in all packed rows; uint32 sums (faster than int64) while they cannot overflow."""
+    words = np.ascontiguousarray(rows).view(np.uint64)
+    return int(np.bitwise_count(words).sum(dtype=np.uint32 if rows.nbytes < 1 << 28 else np.int64))
+
+
+# --- set operations between bitmaps, restricted to the images where the result can be set ---
+
+OR, AND, AND_NOT = "OR", "AND", "AND NOT"
+OPS = (OR, AND, AND_NOT)  # this order is the op order of candidate arrays and of tie-breaks
+
+
+def _compact(ids: np.ndarray, rows: np.ndarray, like: Bitmap) -> Bitmap:
+    """Bitmap of (ids, rows) with empty rows dropped (keeps the `no empty rows` invariant)."""
+    keep = np.ascontiguousarray(rows).view(np.uint64).any(axis=1)
+    return Bitmap(ids[keep].astype(np.int64, copy=False), rows[keep], like.n_images, like.shape)
+
+
+def match_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (ix, iy) with x[ix] == y[iy], for sorted unique x, y; binary-searches the shorter."""
+    if len(x) > len(y):
+        iy, ix = match_sorted(y, x)
+        return ix, iy
+    pos = np.minimum(np.searchsorted(y, x), max(len(y) - 1, 0))
+    hit = np.flatnonzero(y[pos] == x) if len(y) else np.zeros(0, np.int64)
+    return hit, pos[hit]
+
+
+def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
+    """a AND b, over the images both list; chunked so the gathers stay in cache."""
+    ia, ib = match_sorted(a.ids, b.ids)
+    rows = np.empty((len(ia), a.rows.shape[1]), np.uint8)
+    keep = np.empty(len(ia), bool)
+    step = max(1, GATHER_BYTES // max(1, rows.shape[1]))
+    for s in range(0, len(ia), step):
+        out = np.bitwise_and(a.rows[ia[s:s + step]], b.rows[ib[s:s + step]], out=rows[s:s + step])
+        keep[s:s + step] = out.view(np.uint64).any(axis=1)
+    ids = a.ids[ia].astype(np.int64, copy=False)
+    return Bitmap(ids, rows, a.n_images, a.shape) if keep.all() else \
+        Bitmap(ids[keep], rows[keep], a.n_images, a.shape)
+
+
+def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
+    """a AND NOT b, over a's images."""
+    ia, ib = match_sorted(a.ids, b.ids)
+    rows = np.array(a.rows)
+    rows[ia] &= ~b.rows[ib]
+    return _compact(a.ids, rows, a)
+
+
+def bitmap_or(a: Bitmap, b: Bitmap) -> Bitmap:
+    """a OR b, over the images either lists."""
+    ids = np.union1d(a.ids, b.ids)
+    rows = np.zeros((len(ids), a.rows.shape[1]), np.uint8)
+    rows[np.searchsorted(ids, a.ids)] = a.rows
+    rows[np.searchsorted(ids, b.ids)] |= b.rows
+    return Bitmap(ids, rows, a.n_images, a.shape)
+
+
+def intersect_counts(a: Bitmap, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, |a_n and b_n|) over the images both list (zeros included)."""
+    ia, ib = match_sorted(a.ids, b.ids)
+    return a.ids[ia], popcount_rows(a.rows[ia] & b.rows[ib])
+
+
+# --- per-image geometry: boxes and all-ones rectangles, (r0, c0, r1, c1) half-open ---
+
+def box_overlap(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Area of the intersection of rectangles p, q (..., 4); 0 when disjoint or empty."""
+    h = np.minimum(p[..., 2], q[..., 2]).astype(np.int64) - np.maximum(p[..., 0], q[..., 0])
+    w = np.minimum(p[..., 3], q[..., 3]).astype(np.int64) - np.maximum(p[..., 1], q[..., 1])
+    return np.maximum(h, 0) * np.maximum(w, 0)
+
+
+def box_area(p: np.ndarray) -> np.ndarray:
+    return box_overlap(p, p)
+
+
+def hull_area(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Area of the smallest rectangle holding p and q (both non-empty), without building it."""
+    h = np.maximum(p[..., 2], q[..., 2]).astype(np.int32) - np.minimum(p[..., 0], q[..., 0])
+    return h * (np.maximum(p[..., 3], q[..., 3]).astype(np.int32) - np.minimum(p[..., 1], q[..., 1]))
+
+
+def box_hull(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.minimum(p[..., :2], q[..., :2]), np.maximum(p[..., 2:], q[..., 2:])], -1)
+
+
+def box_meet(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Intersection rectangle; empty ones become (0, 0, 0, 0)."""
+    m = np.concatenate([np.maximum(p[..., :2], q[..., :2]), np.minimum(p[..., 2:], q[..., 2:])], -1)
+    m[box_area(m) == 0] = 0
+    return m
+
+
+def rect_outside(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Largest of the 4 pieces of rectangle r above, below, left and right of box b."""
+    r0, c0, r1, c1 = (r[:, i] for i in range(4))
+    pieces = np.stack([
+        np.stack([r0, c0, np.minimum(r1, b[:, 0]), c1], 1),
+        np.stack([np.maximum(r0, b[:, 2]), c0, r1, c1], 1),
+        np.stack([r0, c0, r1, np.minimum(c1, b[:, 1])], 1),
+        np.stack([r0, np.maximum(c0, b[:, 3]), r1, c1], 1)], 1)
+    best = box_area(pieces).argmax(1)
+    return box_meet(pieces[np.arange(len(r)), best], r)
+
+
+def mask_geometry(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box and largest all-ones *square* of each bool (k, H, W) mask, int16 (k, 4).
+
+    The square is the classic DP s = min(up-run, left-run, diagonal + 1), vectorised over
+    the batch: 3 x H (or W) numpy steps per batch instead of a per-image Python loop.
+    """
+    k, h, w = masks.shape
+    rows_any, cols_any = masks.any(2), masks.any(1)
+    box = np.stack([rows_any.argmax(1), cols_any.argmax(1),
+                    h - rows_any[:, ::-1].argmax(1), w - cols_any[:, ::-1].argmax(1)], 1)
+    box[~rows_any.any(1)] = 0
+    m = masks.view(np.uint8) if max(h, w) < 255 else masks.astype(np.uint16)
+    dt = m.dtype.type
+    up = _runs(m)
+    left = _runs(m.transpose(0, 2, 1).copy()).transpose(0, 2, 1)
+    s = np.minimum(up, left)
+    for i in range(1, h):
+        np.minimum(s[:, i, 1:], s[:, i - 1, :-1] + dt(1), out=s[:, i, 1:])
+    flat = s.reshape(k, -1)
+    at = flat.argmax(1)
+    size = flat[np.arange(k), at].astype(np.int64)
+    i, j = np.divmod(at, w)
+    rect = np.stack([i + 1 - size, j + 1 - size, i + 1, j + 1], 1)
+    rect[size == 0] = 0
+    return box.astype(np.int16), rect.astype(np.int16)
+
+
+def _runs(m: np.ndarray) -> np.ndarray:
+    """Length of the run of ones ending at each cell, going down axis 1."""
+    out = m.copy()
+    for i in range(1, m.shape[1]):
+        np.add(out[:, i - 1], 1, out=out[:, i])
+        out[:, i] *= m[:, i]  # m is 0/1: resets the run where the cell is unset
+    return out
+
+
+@dataclass(frozen=True)
+class Region:
+    """A Bitmap plus, per listed image, a bounding box and an all-ones rectangle of its cells.
+
+    Both are (r0, c0, r1, c1) int16, half-open: rows r0 <= r < r1, columns c0 <= c < c1;
+    (0, 0, 0, 0) is the empty rectangle. A box may be loose and a rectangle small: MMESH
+    needs only box ⊇ mask and rect ⊆ mask, not tightness.
+    """
+
+    bitmap: Bitmap
+    box: np.ndarray   # (k, 4) int16 aligned with bitmap.ids
+    rect: np.ndarray  # (k, 4) int16
+
+    @property
+    def nbytes(self) -> int:
+        return self.bitmap.rows.nbytes + self.box.nbytes + self.rect.nbytes + self.bitmap.ids.nbytes
+
+
+def combine(left: Region, op: str, right: Region) -> Region:
+    """`left op right` with geometry composed without looking at cells (valid, maybe loose)."""
+    a, b = left.bitmap, right.bitmap
+    ia, ib = match_sorted(a.ids, b.ids)
+    if op == AND:
+        rows, ids = a.rows[ia] & b.rows[ib], a.ids[ia]
+        box = box_meet(left.box[ia], right.box[ib])
+        rect = box_meet(left.rect[ia], right.rect[ib])
+    elif op == AND_NOT:
+        rows, ids = np.array(a.rows), a.ids
+        rows[ia] &= ~b.rows[ib]
+        box, rect = left.box, left.rect.copy()
+        rect[ia] = rect_outside(left.rect[ia], right.box[ib])
+    elif op == OR:
+        bm = bitmap_or(a, b)
+        pa, pb = np.searchsorted(bm.ids, a.ids), np.searchsorted(bm.ids, b.ids)
+        box = np.zeros((len(bm.ids), 4), np.int16)
+        rect = np.zeros_like(box)
+        box[pa], rect[pa] = left.box, left.rect
+        box[pb], rect[pb] = right.box, right.rect
+        both = pa[ia]
+        box[both] = box_hull(left.box[ia], right.box[ib])
+        bigger = box_area(right.rect[ib]) > box_area(left.rect[ia])
+        rect[both] = np.where(bigger[:, None], right.rect[ib], left.rect[ia])
+        return Region(bm, box, rect)
+    else:
+        raise ValueError(f"unknown operator {op!r}")
+    keep = np.ascontiguousarray(rows).view(np.uint64).any(axis=1)
+    return Region(Bitmap(ids[keep], rows[keep], a.n_images, a.shape), box[keep], rect[keep])
+
+
+GEOMETRY_BYTES = 16 << 20  # unpacked cells per geometry batch: bounds memory at any scale
+
+
+class ConceptStore:
+    """Concept masks for search: CSR over (concept, image) pairs sorted by (concept, image).
+
+    Per pair: image, packed row (-1 = image-level: all cells), area, box, rect (see `Region`).
+    Per concept: total cells `sizes`. Image-major index: the pairs of image n are
+    `img_pairs[img_ptr[n]:img_ptr[n + 1]]`. Memory beyond the index arrays shared with
+    `PackedMasks`: box + rect + img_pairs = 20 bytes a pair; rows stay memory-mapped.
+    """
+
+    def __init__(self, n_images: int, shape, concept, image_id, row, area, bits, n_concepts: int,
+                 geometry: tuple[np.ndarray, ...] | None = None):
+        self.n_images, self.shape, self.n_concepts = int(n_images), tuple(shape), int(n_concepts)
+        self.row_bytes = row_bytes_for(self.shape)
+        self.pair_concept, self.pair_image, self.pair_row = concept, image_id, row
+        self.area, self.bits = area, bits
+        self.ptr = np.searchsorted(concept, np.arange(n_concepts + 1)).astype(np.int64)
+        self.sizes = np.bincount(concept, weights=area, minlength=n_concepts).astype(np.int64)
+        self.img_pairs = np.argsort(image_id, kind="stable").astype(np.int32)
+        self.img_ptr = np.searchsorted(image_id[self.img_pairs], np.arange(n_images + 1)).astype(np.int64)
+        self.full_row = pack_masks(np.ones((1,) + self.shape, bool), self.row_bytes)[0]
+        self.box, self.rect = geometry[:2] if geometry is not None else self._geometry()
+        self._meets = geometry[2] if geometry is not None and len(geometry) > 2 else None
+
+    @classmethod
+    def from_packed(cls, pm, geometry=None) -> ConceptStore:
+        """Zero-copy over a `nexplain.data.concepts.PackedMasks`; `geometry` = a saved `store.geometry()`."""
+        return cls(pm.n_images, pm.shape, pm.concept, pm.image_id, pm.row, pm.n_pixels, pm.bits,
+                   pm.n_concepts, geometry)
+
+    @classmethod
+    def from_dense(cls, masks: np.ndarray, image_level: np.ndarray | None = None) -> ConceptStore:
+        """From bool (C, N, H, W) masks; `image_level` (C, N) bool marks image-level labels,
+        which cover their whole image whatever `masks` holds there."""
+        masks = np.asarray(masks, bool)
+        n_c, n, h, w = masks.shape
+        lvl = np.zeros((n_c, n), bool) if image_level is None else np.asarray(image_level, bool)
+        concept, image = np.nonzero(masks.any((2, 3)) | lvl)  # C-order: sorted by (concept, image)
+        pixel = ~lvl[concept, image]
+        row = np.full(len(concept), -1, np.int64)
+        row[pixel] = np.arange(pixel.sum())
+        area = np.where(pixel, masks[concept, image].sum((1, 2)), h * w).astype(np.int32)
+        bits = pack_masks(masks[concept[pixel], image[pixel]], row_bytes_for((h, w)))
+        return cls(n, (h, w), concept.astype(np.int32), image.astype(np.int32), row, area, bits, n_c)
+
+    def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(box, rect, meets), to save and pass back to the constructor (it is the slow part)."""
+        return self.box, self.rect, self.meets
+
+    @property
+    def meets(self) -> np.ndarray:
+        """(C, C) bool: concepts c and d share a cell somewhere in the dataset."""
+        if self._meets is None:
+            self._meets = self._concept_meets()
+        return self._meets
+
+    def _concept_meets(self) -> np.ndarray:
+        """Every pair of concepts present in one image, by image size class; a pair already
+        known to meet, or with disjoint boxes, reads no rows."""
+        meets = np.zeros((self.n_concepts, self.n_concepts), bool)
+        k = np.diff(self.img_ptr)
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for size in np.unique(k[k > 1]):
+            starts = self.img_ptr[:-1][k == size]
+            block = self.img_pairs[starts[:, None] + np.arange(size)]
+            i, j = np.triu_indices(size, 1)
+            p, q = block[:, i].ravel(), block[:, j].ravel()
+            for s in range(0, len(p), step):
+                a, b = p[s:s + step], q[s:s + step]
+                ca, cb = self.pair_concept[a], self.pair_concept[b]
+                todo = ~meets[ca, cb] & (box_overlap(self.box[a], self.box[b]) > 0)
+                a, b, ca, cb = a[todo], b[todo], ca[todo], cb[todo]
+                ra, rb = self.pair_row[a], self.pair_row[b]
+                hit = (ra < 0) | (rb < 0)  # an image-level label meets whatever shares its image
+                px = ~hit
+                both = self.bits[ra[px]] & self.bits[rb[px]]
+                hit[px] = both.view(np.uint64).any(axis=1)
+                meets[ca[hit], cb[hit]] = meets[cb[hit], ca[hit]] = True
+        meets[np.diag_indices(self.n_concepts)] = self.sizes > 0
+        return meets
+
+    def _geometry(self) -> tuple[np.ndarray, np.ndarray]:
+        h, w = self.shape
+        box = np.zeros((len(self.pair_row), 4), np.int16)
+        box[:] = (0, 0, h, w)  # image-level pairs: the whole image
+        rect = box.copy()
+        pix = np.flatnonzero(self.pair_row >= 0)
+        pix = pix[np.argsort(self.pair_row[pix], kind="stable")]  # read bits.u8 sequentially
+        step = max(1, GEOMETRY_BYTES // (h * w))
+        for s in range(0, len(pix), step):
+            p = pix[s:s + step]
+            rows = np.asarray(self.bits[self.pair_row[p]])
+            cells = np.unpackbits(rows, axis=1, count=h * w, bitorder=BITORDER).reshape(-1, h, w)
+            box[p], rect[p] = mask_geometry(cells.view(bool))
+        return box, rect
+
+    # --- per concept ---
+
+    def images(self, c: int) -> np.ndarray:
+        """Sorted ids of the images where concept c is present."""
+        return self.pair_image[self.ptr[c]:self.ptr[c + 1]]
+
+    def areas(self, c: int) -> np.ndarray:
+        """Cells of concept c per image, aligned with `images(c)`."""
+        return self.area[self.ptr[c]:self.ptr[c + 1]]
+
+    def bitmap(self, c: int) -> Bitmap:
+        """Concept c as a Bitmap; a zero-copy slice of the rows when it has no image-level pairs."""
+        lo, hi = self.ptr[c], self.ptr[c + 1]
+        rows = self.pair_row[lo:hi]
+        ids = self.pair_image[lo:hi].astype(np.int64)
+        if len(rows) and rows.min() >= 0 and rows[-1] - rows[0] == len(rows) - 1:
+            packed = self.bits[rows[0]:rows[0] + len(rows)]
+        else:
+            packed = np.empty((len(rows), self.row_bytes), np.uint8)
+            packed[rows < 0] = self.full_row
+            packed[rows >= 0] = self.bits[rows[rows >= 0]]
+        return Bitmap(ids, packed, self.n_images, self.shape)
+
+    def region(self, c: int) -> Region:
+        lo, hi = self.ptr[c], self.ptr[c + 1]
+        return Region(self.bitmap(c), self.box[lo:hi], self.rect[lo:hi])
+
+    def concept_count(self, c: int, *bitmaps: Bitmap) -> int:
+        """|c and b1 and b2 ...|, touching only the rows of images all of them list."""
+        lo = self.ptr[c]
+        keep, pos = np.arange(self.ptr[c + 1] - lo), []
+        for b in bitmaps:
+            k, kb = match_sorted(self.pair_image[lo + keep], b.ids)
+            keep, pos = keep[k], [p[k] for p in pos] + [kb]
+        rows, total = self.pair_row[lo + keep], 0
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for s in range(0, len(keep), step):
+            acc = bitmaps[0].rows[pos[0][s:s + step]]
+            for b, p in zip(bitmaps[1:], pos[1:]):
+                acc &= b.rows[p[s:s + step]]
+            total += popcount_total(self._and_rows(acc, rows[s:s + step]))
+        return total
+
+    def nested_counts(self, c: int, outer: Bitmap, inner: Bitmap) -> tuple[int, int]:
+        """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once."""
+        lo = self.ptr[c]
+        k, ko = match_sorted(self.pair_image[lo:self.ptr[c + 1]], outer.ids)
+        rows = self.pair_row[lo + k]
+        ki, ii = match_sorted(outer.ids[ko], inner.ids)  # positions in k where inner has a row
+        x = y = 0
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for s in range(0, len(k), step):
+            acc = self._and_rows(outer.rows[ko[s:s + step]], rows[s:s + step])  # c and outer
+            x += popcount_total(acc)
+            a, b = np.searchsorted(ki, [s, s + step])
+            y += popcount_total(acc[ki[a:b] - s] & inner.rows[ii[a:b]])
+        return x, y
+
+    def _and_rows(self, acc: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """acc &= the packed rows of pairs r, in place; image-level pairs (-1) cover every cell."""
+        pix = r >= 0
+        if pix.all():  # the usual case: a plain gather, no masked copy and scatter
+            acc &= self.bits[r]
+        else:
+            acc[pix] &= self.bits[r[pix]]
+        return acc
+
+    # --- all concepts at once ---
+
+    def pairs_in_images(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted indices of all pairs whose image is in `ids` (concept-major: sequential reads)."""
+        starts, ends = self.img_ptr[ids], self.img_ptr[np.asarray(ids) + 1]
+        lens = ends - starts
+        first = np.repeat(starts - np.cumsum(lens) + lens, lens)
+        return np.sort(self.img_pairs[first + np.arange(lens.sum())])
+
+    def pair_counts(self, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
+        """(pairs, |b_n and c_n|) for every pair whose image b lists: one pass over supp(b)."""
+        return self.pair_counts_many([b])[0]
+
+    def pair_counts_many(self, bitmaps: list[Bitmap]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`pair_counts` of several bitmaps from one read of the rows they share images with
+        (the K cluster ranges of a unit: each row of bits.u8 is gathered once, not K times)."""
+        if not bitmaps:
+            return []
+        pairs = self.pairs_in_images(np.unique(np.concatenate([b.ids for b in bitmaps])))
+        img, rows = self.pair_image[pairs], self.pair_row[pairs]
+        where = [self.positions(b.ids)[img] for b in bitmaps]  # -1: the bitmap lacks that image
+        counts = [np.zeros(len(pairs), np.int64) for _ in bitmaps]
+        step = max(1, GATHER_BYTES // self.row_bytes)
+        for s in range(0, len(pairs), step):
+            r = rows[s:s + step]
+            full = r < 0  # image-level pairs: the count is the bitmap's own
+            # row 0 stands in for image-level pairs (never used); a store of image-level
+            # labels only has no rows at all
+            gathered = self.bits[np.where(full, 0, r)] if len(self.bits) else \
+                np.zeros((len(r), self.row_bytes), np.uint8)
+            for b, pos, out in zip(bitmaps, where, counts):
+                p = pos[s:s + step]
+                has = np.flatnonzero(p >= 0)
+                acc, pix = b.rows[p[has]], ~full[has]
+                if pix.all():
+                    acc &= gathered[has]
+                else:
+                    acc[pix] &= gathered[has[pix]]
+                out[s + has] = popcount_rows(acc)
+        return [(pairs[pos >= 0], out[pos >= 0]) for pos, out in zip(where, counts)]
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """(N,) lookup: position of image n in sorted `ids`, -1 if absent (a gather beats a search)."""
+        out = np.full(self.n_images, -1, np.int64)
+        out[ids] = np.arange(len(ids))
+        return out
+
+    def counts(self, b: Bitmap) -> np.ndarray:
+        """|b and c| for every concept c, (C,) int64."""
+        pairs, n = self.pair_counts(b)
+        return np.bincount(self.pair_concept[pairs], weights=n, minlength=self.n_concepts).astype(np.int64)
