@@ -16,7 +16,7 @@ def main(snakemake):
     model, metrics = train_classifier(
         table, arch=p.arch, image_size=p.input["size"], mean=p.input["mean"], std=p.input["std"],
         epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        seed=t["seed"], threads=p.threads, compute=Compute.of(p.compute))
+        seed=t["seed"], low_res=t.get("low_res"), threads=p.threads, compute=Compute.of(p.compute))
     acc = metrics["test_accuracy"]  # None without a test split
     log.info("test accuracy %s (chance %.3f)", "n/a" if acc is None else f"{acc:.3f}", metrics["chance"])
     save_checkpoint(model, snakemake.output.checkpoint)

@@ -45,6 +45,8 @@ def config():
     (lambda c: c["linear"]["split"].__setitem__("fractions", [0.7, 0.2, 0.2]), "key 'linear.split.fractions': fractions sum to 1.1"),
     (lambda c: c["linear"]["simulate"].__setitem__("scalings", ["exact"]), "key 'linear.simulate.scalings.0': 'exact' is not one of"),
     (lambda c: c["linear"].__setitem__("alpha", 0), "key 'linear.alpha': 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["models"]["resnet18_world"]["train"].__setitem__("low_res", {"size": 56, "epochs": 12}),
+     "key 'models.resnet18_world.train.low_res.epochs': 12 of 12 epochs at low resolution"),
 ])
 def test_bad_config_names_key_and_expectation(config, mutate, message):
     bad = copy.deepcopy(config)
@@ -57,6 +59,17 @@ def test_bad_config_names_key_and_expectation(config, mutate, message):
 def test_default_and_tiny_configs_are_valid(config):
     assert config["models"]["resnet18_world"]["source"] == "train"
     load_config("tests/data/tiny.yaml")
+
+
+def test_the_full_study_merges_over_the_default_as_snakemake_does(config):
+    from snakemake.utils import update_config
+
+    full = copy.deepcopy(config)
+    update_config(full, yaml.safe_load(open("configs/full.yaml")))
+    validate_config(full, "configs/full.yaml")
+    assert full["pure"]["top"] == 50 and config["pure"]["top"] == 20
+    assert full["linear"]["simulate"]["replay"] == {"units": "0-15", "scalings": ["norm"]}  # a key kept
+    assert full["vlms"]["world_siglip"]["train"]["crops"] == 64  # the rest of the recipe stays
 
 
 def test_unreadable_config_files(tmp_path):

@@ -69,6 +69,20 @@ def test_same_call_same_checkpoint_bytes(table, tmp_path):
         assert torch.allclose(loaded.module(via_transform), a(via_transform), rtol=1e-4, atol=1e-4)
 
 
+def test_low_res_epochs_see_smaller_batches_and_end_at_full_size(table, monkeypatch):
+    import nexplain.models.train as train
+
+    sizes = []
+    real = train.augment
+    monkeypatch.setattr(train, "augment", lambda b, g, size=None: sizes.append(size) or real(b, g, size))
+    _, metrics = train_classifier(table, **KW | {"low_res": {"size": 16, "epochs": 2}})
+    per_epoch = len(sizes) // KW["epochs"]
+    assert sizes == [16] * (2 * per_epoch) + [32] * per_epoch  # KW: 3 epochs at 32 px
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    gen = torch.Generator().manual_seed(0)
+    assert real(torch.zeros((2, 3, 32, 32), dtype=torch.uint8), gen, 16).shape == (2, 3, 16, 16)
+
+
 def test_augment_keeps_content():
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (16, 3, 20, 20), dtype=torch.uint8)

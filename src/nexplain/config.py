@@ -83,6 +83,10 @@ def _check_references(config: dict, source: str) -> None:
     for name, m in models.items():
         if m["source"] == "train":
             _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
+            low, epochs = m["train"].get("low_res"), m["train"]["epochs"]
+            if low and low["epochs"] >= epochs:  # the network must end at the size it is explained at
+                raise ConfigError(f"{source}: key 'models.{name}.train.low_res.epochs': {low['epochs']} of "
+                                  f"{epochs} epochs at low resolution; at least the last epoch must be full size")
     vlms = config.get("vlms") or {}
     for name, v in vlms.items():
         if v["source"] == "train":
