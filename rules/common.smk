@@ -235,6 +235,13 @@ def pure_references(wildcards):
     return out
 
 
+def pure_concepts(wildcards):
+    """The label concept matrix that names each circuit, where the dataset has concept masks."""
+    if reader_kind(wildcards.dataset) != "broden":
+        return {}
+    return {"concepts": f"{RESULTS}/{wildcards.dataset}/concept_matrix/label.parquet"}
+
+
 def pure_outputs():
     return [f"{RESULTS}/{t['model']}/{t['dataset']}/{t['layer']}/pure/summary.json" for t in PURE["targets"]]
 

@@ -56,11 +56,15 @@ rule merge_relevance:
 rule pure:
     input:
         unpack(pure_references),
+        unpack(pure_concepts),
+        unpack(model_weights),
+        manifest=f"{RESULTS}/models/{{model}}/model.json",
         relevance=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/relevance.parquet",
         summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/activations/summary.parquet",
         root=dataset_root,
     output:
         clusters=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/clusters.parquet",
+        circuit_concepts=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/circuit_concepts.parquet",
         correlations=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/correlations.parquet",
         summary=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.parquet",
         metrics=f"{RESULTS}/{{model}}/{{dataset}}/{{layer}}/pure/summary.json",

@@ -4,11 +4,17 @@ import json
 import os
 
 import numpy as np
+import torch
 
 from nexplain.activations.activations import read_summary
 from nexplain.data.folder import open_dataset
+from nexplain.data.images import load_image
 from nexplain.io import write_text
-from nexplain.pure.pure import evaluate, summary
+from nexplain.linear.conceptmatrix import read_matrix
+from nexplain.models.load import load_model
+from nexplain.models.manifest import read_manifest
+from nexplain.pure.heatmaps import circuit_channels, circuit_heatmaps
+from nexplain.pure.pure import circuit_concepts, evaluate, summary
 from nexplain.pure.pure_figures import summary_figure, unit_figure
 from nexplain.runner import log, run_rule
 from nexplain.tables import read_table, write_table
@@ -23,6 +29,25 @@ def _by_image(path, n):
     out = np.full((n, emb.shape[1]), np.nan, np.float32)
     out[ids] = emb
     return out
+
+
+def _circuit_concepts(clusters, inp, n):
+    """Each circuit's best concept from the label matrix; no rows where the dataset has none."""
+    if "concepts" not in inp.keys():
+        return circuit_concepts(clusters.iloc[:0], np.zeros((n, 0)), [])
+    ids, P, names, _ = read_matrix(inp.concepts)
+    by_image = np.zeros((n, P.shape[1]), np.float32)
+    keep = ids < n
+    by_image[ids[keep]] = P[keep]
+    return circuit_concepts(clusters, by_image, names)
+
+
+def _heatmaps(model, paths, unit, layer, show, R, labels):
+    """heatmap(c, images): the pixels circuit c of `show` carries unit `unit` through."""
+    def heatmap(c, images):
+        x = torch.stack([model.transform(load_image(paths[int(i)])) for i in images])
+        return circuit_heatmaps(model.module, x, unit, layer, show, circuit_channels(R[labels == c]))
+    return heatmap
 
 
 def main(snakemake):
@@ -49,6 +74,8 @@ def main(snakemake):
     meta = {"model": w.model, "dataset": w.dataset, "layer": w.layer, "reference": p.reference,
             "ceiling": p.ceiling, "k": cfg["k"], "seed": cfg["seed"], "top": cfg["top"]}
     write_table(clusters, out.clusters, meta)
+    named = _circuit_concepts(clusters, inp, n)
+    write_table(named, out.circuit_concepts, meta)
     write_table(scores, out.correlations, meta)
     write_table(table, out.summary, meta)
     best = table.loc[table["corr_mean"].idxmax(), "layer"] if len(table) else None
@@ -61,6 +88,8 @@ def main(snakemake):
     paths = open_dataset(p.reader, inp.root).paths
     show = p.earlier[-1]  # the immediate previous block: the original PURE's choice
     os.makedirs(out.units, exist_ok=True)
+    torch.set_num_threads(1)
+    model = load_model(read_manifest(inp.manifest)["spec"])
     for u in select_units(cfg["figures"], int(units.max()) + 1):
         if u not in units:
             continue
@@ -68,8 +97,11 @@ def main(snakemake):
         idx = [rows[u, int(i)] for i in top[k]]
         labels = {layer: clusters[(clusters["unit"] == u) & (clusters["layer"] == layer)]["cluster"].to_numpy()
                   for layer in p.earlier}
+        names = named[(named["unit"] == u) & (named["layer"] == show)]
         unit_figure(f"{out.units}/unit_{u:04d}.png", u, top[k], {layer: relevance[layer][idx] for layer in p.earlier}, labels,
-                    reference[top[k]], scores[scores["unit"] == u], paths, show)
+                    reference[top[k]], scores[scores["unit"] == u], paths, show,
+                    dict(zip(names["cluster"], zip(names["concept"], names["iou"]))),
+                    _heatmaps(model, paths, u, w.layer, show, relevance[show][idx], labels[show]))
     return Outcome(metrics=metrics, artifacts=[out.summary, out.figure])
 
 

@@ -47,3 +47,32 @@ def test_compare_finds_a_float_drift_and_a_changed_label(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"m": {"corr": 0.25 + 1e-6, "n": 3}}))
     worst, bad = gpu_check.compare_file(tmp_path / "a.json", tmp_path / "b.json")
     assert np.isclose(worst, 1e-6) and bad == []
+
+
+def test_another_cpu_type_is_held_to_the_stage_tolerance_not_to_equal_bytes(tiny_run, tmp_path):
+    """A reference from another CPU type differs in the last bits (here: the layer4 summary scaled by
+    1 + 1e-6, as other float kernels would); --other-cpu accepts that, the same-CPU check does not."""
+    import os
+    import shutil
+
+    gpu_check = _gpu_check()
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_run[0], reference, symlinks=True, ignore=shutil.ignore_patterns(".git", ".dvc", "mlruns", "mlartifacts"))
+    path = next(reference.glob("results/*/*/layer4/activations/summary.parquet"))
+    stat = path.stat()
+    table = pd.read_parquet(path)
+    units = [c for c in table.columns if table[c].dtype.kind == "f"]
+    table[units] = table[units] * (1 + 1e-6)
+    table.to_parquet(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # an unchanged mtime: nothing downstream reruns
+    rows = {}
+    for flag in ([], ["--other-cpu"]):
+        out = tmp_path / ("other" if flag else "same")
+        code = gpu_check.main(["--devices", "cpu", "--reference", str(reference), "--stages", "activations",
+                               "--out", str(out), *flag])
+        row = json.loads((out / "gpu_check.json").read_text())["rows"][0]
+        rows[bool(flag)] = (code, row)
+    (same_code, same), (other_code, other) = rows[False], rows[True]
+    assert 0 < same["max_rel_diff"] == other["max_rel_diff"] <= 1e-5
+    assert same_code == 1 and not same["ok"] and same["tolerance"] == 0.0
+    assert other_code == 0 and other["ok"] and other["tolerance"] == gpu_check.TOLERANCE["activations"]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexplain.pure.pure import circuits, distance_correlation, evaluate, summary
+from nexplain.pure.pure import circuit_concepts, circuits, distance_correlation, evaluate, summary
 
 
 def test_distance_correlation_by_hand():
@@ -43,3 +43,19 @@ def test_evaluate_and_summary_on_a_small_case():
     table = summary(scores)
     assert table["layer"].tolist() == ["l2"] and table["corr_mean"].iloc[0] == pytest.approx(1.0)
     assert table["units"].iloc[0] == 2
+
+
+def test_each_circuit_is_named_by_the_concept_that_overlaps_it_most():
+    # unit 3's top images 0-5: circuit 0 = {0, 1, 2} all hold "sky" (image 3 too), circuit 1 = {3, 4, 5}
+    # holds "grass" in 4 and 5 only; "dog" is nowhere among them
+    clusters = pd.DataFrame({"unit": 3, "layer": "layer3", "image_id": np.arange(6), "cluster": [0, 0, 0, 1, 1, 1]})
+    P = np.zeros((8, 3), np.float32)
+    P[[0, 1, 2, 3], 0] = 0.9          # sky
+    P[[4, 5], 1] = 0.7                # grass
+    P[[6, 7], 2] = 1.0                # dog, outside the top images
+    got = circuit_concepts(clusters, P, ["sky", "grass", "dog"]).set_index("cluster")
+    assert got.loc[0, "concept"] == "sky" and got.loc[0, "iou"] == pytest.approx(3 / 4)
+    assert got.loc[1, "concept"] == "grass" and got.loc[1, "iou"] == pytest.approx(2 / 3)
+    assert got["size"].tolist() == [3, 3]
+    none = circuit_concepts(clusters, np.zeros((8, 3)), ["sky", "grass", "dog"])
+    assert none["concept"].isna().all() and (none["iou"] == 0).all()  # nothing touches them: no name

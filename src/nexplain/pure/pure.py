@@ -68,6 +68,26 @@ def evaluate(units: np.ndarray, top: np.ndarray, relevance: dict[str, np.ndarray
     return ctab, pd.DataFrame(scores)[["unit", "layer", "corr", "baseline", "ceiling", "dead", "cluster_sizes"]]
 
 
+def circuit_concepts(clusters: pd.DataFrame, P: np.ndarray, names: list[str],
+                     threshold: float = 0.5) -> pd.DataFrame:
+    """The concept that best explains each circuit: among a unit's top images, the concept whose
+    images (P >= threshold) overlap the circuit's images with the largest IoU (ties: the first
+    concept). `P` (N, C) indexed by image id. Columns: unit, layer, cluster, size, concept (None
+    where no concept touches the circuit), iou."""
+    rows = []
+    for (unit, layer), g in clusters.groupby(["unit", "layer"], sort=False):
+        present = np.asarray(P)[g["image_id"].to_numpy()] >= threshold  # (M, C)
+        for c in np.unique(g["cluster"]):
+            member = (g["cluster"] == c).to_numpy()
+            inter = (present & member[:, None]).sum(0)
+            iou = inter / np.maximum((present | member[:, None]).sum(0), 1)
+            best = int(np.argmax(iou)) if len(names) else 0
+            hit = len(names) > 0 and iou[best] > 0
+            rows.append({"unit": int(unit), "layer": layer, "cluster": int(c), "size": int(member.sum()),
+                         "concept": names[best] if hit else None, "iou": float(iou[best]) if hit else 0.0})
+    return pd.DataFrame(rows, columns=["unit", "layer", "cluster", "size", "concept", "iou"])
+
+
 def summary(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over units per earlier layer, with the baseline and ceiling beside them."""
     live = scores[~scores["dead"]]

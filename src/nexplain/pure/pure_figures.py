@@ -32,10 +32,12 @@ def _sorted_distances(X: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def unit_figure(path, unit: int, images: np.ndarray, relevance: dict[str, np.ndarray],
                 labels: dict[str, np.ndarray], reference: np.ndarray, scores: pd.DataFrame,
-                paths: list[str], show_layer: str, per_cluster: int = 6) -> None:
+                paths: list[str], show_layer: str, concepts: dict | None = None, heatmap=None,
+                per_cluster: int = 6) -> None:
     """One PNG: PCA of the relevances per earlier layer coloured by circuit; the reference and
     relevance distance matrices (images ordered by `show_layer`'s circuits); the top images
-    of each of `show_layer`'s circuits."""
+    of each of `show_layer`'s circuits, titled with `concepts[c]` = (best concept, IoU) and
+    overlaid with `heatmap(c, images)` (n, h, w), the circuit's relevance (red +, blue -)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -65,15 +67,28 @@ def unit_figure(path, unit: int, images: np.ndarray, relevance: dict[str, np.nda
     sub = grid[2, :].subgridspec(k, per_cluster)
     for c in range(k):
         members = images[labels[show_layer] == c][:per_cluster]
+        heat = heatmap(c, members) if heatmap is not None and len(members) else None
         for t in range(per_cluster):
             ax = fig.add_subplot(sub[c, t])
             ax.axis("off")
             if t < len(members):
-                ax.imshow(load_image(paths[int(members[t])]))
+                image = load_image(paths[int(members[t])])
+                ax.imshow(image)
+                if heat is not None:
+                    lim = float(np.abs(heat[t]).max()) or 1.0
+                    ax.imshow(heat[t], cmap="bwr", vmin=-lim, vmax=lim, alpha=0.55,
+                              extent=(-0.5, image.width - 0.5, image.height - 0.5, -0.5))
                 if t == 0:
-                    ax.set_title(f"circuit {c}", fontsize=8, color=COLORS[c % len(COLORS)], loc="left")
+                    ax.set_title(_circuit_title(c, (concepts or {}).get(c)), fontsize=8,
+                                 color=COLORS[c % len(COLORS)], loc="left")
     fig.tight_layout()
     _save(fig, path)
+
+
+def _circuit_title(c: int, named) -> str:
+    if not named or named[0] is None:
+        return f"circuit {c}"
+    return f"circuit {c}: {named[0]} (IoU {named[1]:.2f})"
 
 
 def _distances(fig, ax, X: np.ndarray, order: np.ndarray, what: str) -> None:
