@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.activations.activations import read_all_maps, read_summary  # noqa: E402
+from nexplain.activations.read import read_all_maps, read_summary  # noqa: E402
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.data.images import ImageDataset  # noqa: E402
 from nexplain.linear.ablation import Ablation  # noqa: E402

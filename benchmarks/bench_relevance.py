@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nexplain.activations.activations import read_all_maps  # noqa: E402
+from nexplain.activations.read import read_all_maps  # noqa: E402
 from nexplain.data.folder import open_dataset  # noqa: E402
 from nexplain.data.images import load_image  # noqa: E402
 from nexplain.models.load import load_model  # noqa: E402

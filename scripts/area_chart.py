@@ -1,5 +1,5 @@
 """Area-chart data: per unit and activation bucket, the share of each label."""
-from nexplain.activations.activations import read_summary
+from nexplain.activations.read import read_summary
 from nexplain.linear.conceptmatrix import read_matrix
 from nexplain.linear.impact import area_chart
 from nexplain.linear.linear import aligned

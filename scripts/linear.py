@@ -2,7 +2,7 @@
 import pandas as pd
 import torch
 
-from nexplain.activations.activations import read_summary
+from nexplain.activations.read import read_summary
 from nexplain.linear.conceptmatrix import read_matrix
 from nexplain.linear.linear import LinearSettings, aligned, explain_units, linear_table
 from nexplain.runner import run_rule

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from nexplain.activations.activations import read_summary
+from nexplain.activations.read import read_summary
 from nexplain.data.folder import open_dataset
 from nexplain.data.images import load_image
 from nexplain.io import write_text

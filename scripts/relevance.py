@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from nexplain.activations.activations import read_all_maps
+from nexplain.activations.read import read_all_maps
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.data.images import load_image

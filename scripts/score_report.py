@@ -2,7 +2,7 @@
 import json
 import os
 
-from nexplain.activations.activations import read_unit_maps
+from nexplain.activations.read import read_unit_maps
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
 from nexplain.report.range_figures import ranges_figure, top_figure

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nexplain.activations.activations import read_summary
+from nexplain.activations.read import read_summary
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.linear.conceptmatrix import read_matrix

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from nexplain.activations.activations import read_summary
+from nexplain.activations.read import read_summary
 from nexplain.compute import Compute
 from nexplain.data.folder import open_dataset
 from nexplain.linear.impact import impacts, top_impact_table

@@ -2,7 +2,7 @@
 with its top images outlined; the units of `report.units` also get the report's figures."""
 from tqdm import tqdm
 
-from nexplain.activations.activations import read_unit_maps
+from nexplain.activations.read import read_unit_maps
 from nexplain.data.folder import open_dataset
 from nexplain.report.unit_pages import write_pages
 from nexplain.report.unit_strips import top_strip

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nexplain.activations.activations import (extract_activations, extract_batches, read_meta, read_summary,
-                                              read_unit_maps, unit_columns)
+from nexplain.activations.activations import extract_activations, extract_batches
+from nexplain.activations.read import read_meta, read_summary, read_unit_maps, unit_columns
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ConfigError, DataError, ModelError
 from clip_fixture import register_tiny_clip

@@ -172,7 +172,7 @@ def test_scores_summarise_the_explained_rows(planted):
 def test_the_python_api_gives_the_rules_table_from_arrays(planted, method):
     """nx.<method> on in-memory maps and masks is the code the explain rule runs: same table."""
     import nexplain as nx
-    from nexplain.activations.activations import read_all_maps
+    from nexplain.activations.read import read_all_maps
 
     maps_path, concepts, *_ = planted
     store, names = open_store(concepts)

@@ -27,24 +27,19 @@ import torch
 from tqdm import tqdm
 
 from nexplain.activations.hooks import Trace, get_layer
+from nexplain.activations.read import META_KEY, unit_columns
 from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import ConfigError, DataError, ModelError
 from nexplain.io import atomic_path
 
 REDUCES = ("auto", "mean", "cls", "max")
-META_KEY = b"nexplain"
 SUMMARY_LAYOUT = "image_major"   # one row per image, one column per unit
 MAPS_LAYOUT = "unit_major"       # one row per (unit, image), sorted by unit then image_id
 # zstd level 1 compresses float maps about as well as the default level 3 (ratio ~1.6
 # vs ~1.7) at twice the speed; big write batches halve the per-page overhead.
 _PARQUET = dict(compression="zstd", compression_level=1, use_dictionary=False,
                 write_batch_size=1 << 18)
-
-
-def unit_columns(n_units: int) -> list[str]:
-    width = max(4, len(str(n_units - 1)))
-    return [f"u{k:0{width}d}" for k in range(n_units)]
 
 
 def extract_activations(model, table: ImageTable, layer: str, summary_path, maps_path, *,
@@ -303,72 +298,3 @@ def _write_maps(path, fd, ids, layout, meta, max_bytes, units_per_group):
                 [pa.array(units), pa.array(image_ids), pa.FixedSizeListArray.from_arrays(values, hw)],
                 schema=schema)
             writer.write_table(table, row_group_size=len(table))
-
-
-# --- reading ------------------------------------------------------------------
-
-def read_meta(path) -> dict:
-    """The `nexplain` metadata of a summary or maps file."""
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"cannot read activations file {path}: {e}") from None
-    if not schema.metadata or META_KEY not in schema.metadata:
-        raise DataError(f"{path} is not a nexplain activations file (no `nexplain` metadata)")
-    return json.loads(schema.metadata[META_KEY])
-
-
-def read_summary(path):
-    """(image_ids (N,) int32, values (N, U) float32, meta)."""
-    meta = read_meta(path)
-    table = pq.read_table(path)
-    ids = table.column("image_id").to_numpy().copy()
-    values = np.empty((table.num_rows, meta["n_units"]), dtype=np.float32)
-    for k, name in enumerate(unit_columns(meta["n_units"])):
-        values[:, k] = table.column(name).to_numpy()
-    return ids, values, meta
-
-
-def read_unit_maps(path, unit: int):
-    """(image_ids (n,) int32, maps (n, h, w) float32) of one unit, reading only its row groups."""
-    meta = read_meta(path)
-    if not 0 <= unit < meta["n_units"]:
-        raise DataError(f"{path}: unit {unit} out of range 0..{meta['n_units'] - 1}")
-    pf = pq.ParquetFile(path)
-    groups = [g for g in range(pf.num_row_groups) if _may_hold(pf.metadata.row_group(g), unit)]
-    table = pf.read_row_groups(groups, columns=["unit", "image_id", "map"])
-    units = table.column("unit").to_numpy()
-    lo, hi = np.searchsorted(units, unit, "left"), np.searchsorted(units, unit, "right")
-    table = table.slice(lo, hi - lo)
-    flat = table.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True)
-    maps = flat.reshape(hi - lo, meta["map_height"], meta["map_width"])
-    return table.column("image_id").to_numpy().copy(), maps
-
-
-def read_all_maps(path, image_ids=None):
-    """(image_ids (n,), maps (n, U, h, w) float32): every unit's map, image-major, for the
-    images listed (all by default). Memory: n x U x h x w floats."""
-    meta = read_meta(path)
-    pf = pq.ParquetFile(path)
-    h, w, n_units = meta["map_height"], meta["map_width"], meta["n_units"]
-    ids = None if image_ids is None else np.unique(np.asarray(image_ids, np.int64))
-    out = None
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g, columns=["unit", "image_id", "map"])
-        units, imgs = t.column("unit").to_numpy(), t.column("image_id").to_numpy().astype(np.int64)
-        if ids is None:
-            ids = np.unique(imgs[units == units[0]])
-        if out is None:
-            out = np.zeros((len(ids), n_units, h, w), np.float32)
-        pos = np.searchsorted(ids, imgs)
-        hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == imgs)
-        flat = t.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w)
-        out[pos[hit], units[hit]] = flat[hit]
-    return ids, out
-
-
-def _may_hold(row_group, unit: int) -> bool:
-    stats = row_group.column(0).statistics  # column 0 is `unit`
-    if stats is None or not stats.has_min_max:
-        return True
-    return stats.min <= unit <= stats.max

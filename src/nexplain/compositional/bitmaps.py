@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from nexplain.compositional.masks import Bitmap
 from nexplain.data.concepts import pack_masks, row_bytes_for
@@ -81,6 +79,9 @@ def quantile_threshold(values, q: float = TOP_QUANTILE) -> float:
 
 def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(n, h, w) -> (n, H, W) float32, bilinear with align_corners=False."""
+    import torch  # torch on use: the jobs that only merge or plot start ~2 s sooner
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
     out = F.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False)
     return out[:, 0].numpy()

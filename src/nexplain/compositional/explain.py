@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from nexplain import tables
-from nexplain.activations.activations import read_meta, read_unit_maps
+from nexplain.activations.read import read_meta, read_unit_maps
 from nexplain.compositional import bitmaps, formulas, search
 from nexplain.compositional.masks import Bitmap
 from nexplain.compositional.metrics import explanation_metrics

@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from nexplain.compositional.masks import Bitmap, popcount_rows
 
@@ -124,11 +122,14 @@ def _cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _resize_nearest(masks: np.ndarray, size) -> np.ndarray:
     if masks.shape[-2:] == tuple(size):
         return masks
+    import torch  # torch on use: the jobs that only merge or plot start ~2 s sooner
+    import torch.nn.functional as F
+
     t = torch.from_numpy(masks.astype(np.float32))[:, None]
     return F.interpolate(t, size=tuple(size), mode="nearest")[:, 0].numpy() > 0.5
 
 
 def _numpy(maps) -> np.ndarray:
-    if isinstance(maps, torch.Tensor):
+    if hasattr(maps, "detach"):  # a torch tensor
         maps = maps.detach().cpu().numpy()
     return np.asarray(maps, dtype=np.float64)

@@ -13,7 +13,6 @@ import logging
 import numpy as np
 import pandas as pd
 
-from nexplain.linear.ablation import Ablation
 from nexplain.linear.simulate import SCALINGS, Simulator, norm_scaling, pearson
 
 log = logging.getLogger(__name__)
@@ -85,11 +84,12 @@ def summary(scores: pd.DataFrame) -> dict:
 
 
 def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, temperature: float,
-                    select: dict[str, np.ndarray], compute=None) -> dict[str, Ablation]:
+                    select: dict[str, np.ndarray], compute=None) -> dict:
     """An Ablation per named image selection (boolean over `ids`). A linear tail uses the
     pooled activations Q; any other replays the tail on the layer's cached maps. Targets
     are the dataset's class labels, or the model's own predictions where it has none."""
-    from nexplain.activations.activations import read_all_maps
+    from nexplain.activations.read import read_all_maps
+    from nexplain.linear.ablation import Ablation  # torch on use: the jobs that only merge or plot start ~2 s sooner
 
     out = {}
     for name, mask in select.items():
