@@ -1,5 +1,5 @@
-"""PURE circuits: the relevances (`relevance`), the circuits and their evaluation (`pure`) and
-their figures (`pure_figures`).
+"""PURE circuits: the relevances (`relevance`), the circuits, their concepts and their evaluation
+(`pure`), their pixel heatmaps (`heatmaps`) and their figures (`pure_figures`).
 
 No sibling imports here: a rule importing any module below hashes this file too (nexplain.codeversion).
 """
