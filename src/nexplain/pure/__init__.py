@@ -1,8 +1,10 @@
-"""PURE circuits: the relevances (`relevance`), the circuits, their concepts and their evaluation
-(`pure`), their pixel heatmaps (`heatmaps`) and their figures (`pure_figures`).
+"""PURE circuits: the relevances (`relevance`), the circuits and their evaluation (`pure`) and
+their figures (`pure_figures`).
 
 No sibling imports here: a rule importing any module below hashes this file too (nexplain.codeversion).
 """
+
+# Also here: `heatmaps`, each circuit's pixels (a comment: the docstring is in the rules' code hash).
 
 from nexplain.method_module import make_callable
 
