@@ -99,3 +99,16 @@ def test_closed_form_gradient_of_the_numerator_equals_autograd(setup):
     got = ab._numerator_grad(units, V.detach())
     assert got.shape == V.shape
     assert torch.allclose(got, V.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_optim_scaling_of_a_unit_does_not_depend_on_the_units_beside_it(setup):
+    """Shards score subsets of a layer's rows: each row's (c, d) must be the bytes of the whole call."""
+    model, x, y = setup
+    acts = acts_of(model, "layer4", x)
+    ab = Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy())
+    q = acts.mean(dim=(2, 3)).numpy()
+    units = np.arange(40)
+    S = q[:, units] * 0.5 + 0.2
+    c_all, d_all = ab.optim_scaling(units, S, steps=20)
+    c_some, d_some = ab.optim_scaling(units[3:5], S[:, 3:5], steps=20)
+    assert c_some.tobytes() == c_all[3:5].tobytes() and d_some.tobytes() == d_all[3:5].tobytes()

@@ -124,11 +124,15 @@ class Ablation:
         c = torch.ones(S.shape[1], dtype=S.dtype, device=S.device, requires_grad=True)
         d = torch.zeros(S.shape[1], dtype=S.dtype, device=S.device, requires_grad=True)
         opt = torch.optim.Adam([c, d], lr=lr)
+        S_rows = S.T.contiguous().cpu().numpy()  # (m, N)
         for _ in range(steps):
             opt.zero_grad()
             if self.linear:  # the gradient in closed form, in cache-sized unit chunks (~10x autograd)
-                g = self._numerator_grad(units, (S * c + d).detach())  # (N, m)
-                c.grad, d.grad = (g * S).sum(0), g.sum(0)
+                G = self._numerator_grad(units, (S * c + d).detach()).T.cpu().numpy()  # (m, N)
+                # numpy sums each unit's row alone (pairwise, one thread), where torch may split a
+                # long reduced axis over threads by shape: a shard then gives one job's bytes
+                c.grad = torch.from_numpy((G * S_rows).sum(1)).to(c.device)
+                d.grad = torch.from_numpy(G.sum(1)).to(d.device)
             else:
                 (self.losses(units, S * c + d) - self.base).abs().sum().backward()
             opt.step()
@@ -147,5 +151,5 @@ class Ablation:
             loss = (lse - z.gather(-1, self.y.expand(z.shape[:2])[..., None]))[..., 0]
             Wk = W[:, units[s:s + step]].T / self.T  # (m, C)
             dl = ((z - lse).exp_() * Wk[:, None, :]).sum(-1) - Wk[:, self.y]
-            out.append((torch.sign(loss - self.base) * dl).T)
-        return torch.cat(out, 1)
+            out.append(torch.sign(loss - self.base) * dl)
+        return torch.cat(out).T
