@@ -21,6 +21,14 @@ def setup():
     return model, x, y
 
 
+@pytest.fixture(scope="module")
+def layer4(setup):
+    """(Ablation on layer4's linear tail, layer4's maps)."""
+    model, x, y = setup
+    acts = acts_of(model, "layer4", x)
+    return Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy()), acts
+
+
 def acts_of(model, layer, x):
     with torch.no_grad(), Trace(model, layer) as t:
         model(x)
@@ -62,10 +70,8 @@ def test_ablation_score_equals_brute_force(setup, layer):
     assert np.allclose(ab.score(units, V_mean, V_mean), 0.0)  # the mean scores 0
 
 
-def test_perfect_simulator_and_optim_scaling(setup):
-    model, x, y = setup
-    acts = acts_of(model, "layer4", x)
-    ab = Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy())
+def test_perfect_simulator_and_optim_scaling(layer4):
+    ab, acts = layer4
     q = acts.mean(dim=(2, 3)).numpy()
     units = np.arange(6)
     mean = np.broadcast_to(q[:, units].mean(0), (len(q), 6)).copy()
@@ -88,11 +94,9 @@ def test_a_replayed_tail_shows_a_bar_over_its_units(setup, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_closed_form_gradient_of_the_numerator_equals_autograd(setup):
+def test_closed_form_gradient_of_the_numerator_equals_autograd(layer4):
     """optim_scaling on a linear tail steps along a closed-form gradient; it must be autograd's."""
-    model, x, y = setup
-    acts = acts_of(model, "layer4", x)
-    ab = Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy())
+    ab, acts = layer4
     units = np.array([1, 4, 4, 9])  # a unit twice, as when explainers share it
     V = torch.as_tensor(acts.mean(dim=(2, 3)).numpy()[:, units] * 0.7 + 0.1).requires_grad_(True)
     (ab.losses(units, V) - ab.base).abs().sum().backward()
@@ -101,11 +105,9 @@ def test_closed_form_gradient_of_the_numerator_equals_autograd(setup):
     assert torch.allclose(got, V.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_optim_scaling_of_a_unit_does_not_depend_on_the_units_beside_it(setup):
+def test_optim_scaling_of_a_unit_does_not_depend_on_the_units_beside_it(layer4):
     """Shards score subsets of a layer's rows: each row's (c, d) must be the bytes of the whole call."""
-    model, x, y = setup
-    acts = acts_of(model, "layer4", x)
-    ab = Ablation(Tail(model, "layer4"), acts.numpy(), y.numpy())
+    ab, acts = layer4
     q = acts.mean(dim=(2, 3)).numpy()
     units = np.arange(40)
     S = q[:, units] * 0.5 + 0.2
