@@ -23,23 +23,21 @@ from nexplain.units import select_units
 from nexplain.vlm.vlm import read_embeddings
 
 
-def _by_image(path, n):
-    """(n, D) vectors indexed by image id, from an embeddings table."""
-    ids, emb, _ = read_embeddings(path)
-    out = np.full((n, emb.shape[1]), np.nan, np.float32)
-    out[ids] = emb
+def _by_image(ids, values, n):
+    """(n, D) float32 rows indexed by image id (NaN where an image has none); ids past n are left out."""
+    out = np.full((n, values.shape[1]), np.nan, np.float32)
+    keep = ids < n
+    out[ids[keep]] = values[keep]
     return out
 
 
 def _circuit_concepts(clusters, inp, n):
-    """Each circuit's best concept from the label matrix; no rows where the dataset has none."""
+    """Each circuit's best concept from the label matrix; no rows where the dataset has none
+    (a NaN presence is never >= the threshold)."""
     if "concepts" not in inp.keys():
         return circuit_concepts(clusters.iloc[:0], np.zeros((n, 0)), [])
     ids, P, names, _ = read_matrix(inp.concepts)
-    by_image = np.zeros((n, P.shape[1]), np.float32)
-    keep = ids < n
-    by_image[ids[keep]] = P[keep]
-    return circuit_concepts(clusters, by_image, names)
+    return circuit_concepts(clusters, _by_image(ids, P, n), names)
 
 
 def _heatmaps(model, paths, unit, layer, show, R, labels):
@@ -54,11 +52,10 @@ def main(snakemake):
     p, w, inp, out = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
     cfg = p.pure
     ids, Q, _ = read_summary(inp.summary)  # baseline: the layer's own activation vectors
-    own = np.full((int(ids.max()) + 1, Q.shape[1]), np.nan, np.float32)
-    own[ids] = Q
-    n = len(own)
-    reference = _by_image(inp.reference, n)
-    ceiling = _by_image(inp.ceiling, n) if "ceiling" in inp.keys() else None
+    n = int(ids.max()) + 1
+    own = _by_image(ids, Q, n)
+    reference = _by_image(*read_embeddings(inp.reference)[:2], n)
+    ceiling = _by_image(*read_embeddings(inp.ceiling)[:2], n) if "ceiling" in inp.keys() else None
     t = read_table(inp.relevance, "relevance table")
     relevance, rows = {}, None
     for layer in p.earlier:
@@ -88,11 +85,10 @@ def main(snakemake):
     paths = open_dataset(p.reader, inp.root).paths
     show = p.earlier[-1]  # the immediate previous block: the original PURE's choice
     os.makedirs(out.units, exist_ok=True)
+    shown = [u for u in select_units(cfg["figures"], int(units.max()) + 1) if u in units]
     torch.set_num_threads(1)
-    model = load_model(read_manifest(inp.manifest)["spec"])
-    for u in select_units(cfg["figures"], int(units.max()) + 1):
-        if u not in units:
-            continue
+    model = load_model(read_manifest(inp.manifest)["spec"]) if shown else None  # for the heatmaps
+    for u in shown:
         k = int(np.flatnonzero(units == u)[0])
         idx = [rows[u, int(i)] for i in top[k]]
         labels = {layer: clusters[(clusters["unit"] == u) & (clusters["layer"] == layer)]["cluster"].to_numpy()
