@@ -6,12 +6,16 @@ VENV   ?= .venv
 CORES  ?= 2
 BIN    := $(VENV)/bin
 
-.PHONY: run test install bench clean
+.PHONY: run truth test install bench clean
 
 # The run records itself in DVC (dvc.lock and the cache), so `dvc status` is clean after it.
 run: install
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/dvc commit --force --quiet
+
+# Ground truth (docs/truth.md): the planted model and every method graded on it, after the default run.
+truth: install
+	$(BIN)/snakemake --cores $(CORES) truth
 
 # The browser tests need Debian's chromium: installed here where apt-get can (about 25 s), else they skip.
 test: install

@@ -17,6 +17,7 @@ include: "rules/vlm.smk"
 include: "rules/linear.smk"
 include: "rules/pure.smk"
 include: "rules/report.smk"
+include: "rules/truth.smk"
 include: "rules/run.smk"
 
 

@@ -59,6 +59,8 @@ def record(run_dir: Path, wall_s: float, command: str, note: str = "") -> dict:
     bench = run_dir / "logs" / "benchmarks"
     for tsv in sorted(bench.rglob("*.tsv")):
         rule = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
+        if rule == "truth":  # `snakemake truth`, run after: benchmarks/truth_run.py records it
+            continue
         with tsv.open() as f:
             row = list(csv.DictReader(f, delimiter="\t"))[-1]
         r = rules[rule]
@@ -96,13 +98,18 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
+def fill_block(path: Path, begin: str, end: str, block: str) -> None:
+    """Replace the text between the `begin` and `end` markers of `path` with `block`."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        sys.exit(f"{path}: no {begin} ... {end} block to fill")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
+
+
 def fill(readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render(json.loads(RECORD.read_text()))}\n{END}{tail}")
+    fill_block(readme, BEGIN, END, render(json.loads(RECORD.read_text())))
 
 
 def main(argv=None) -> int:

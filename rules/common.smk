@@ -254,6 +254,11 @@ def report_names(wildcards):
     return {"formulas": formulas, "linear": [f"le_{s}" for s in _linear_target(wildcards)["sources"]]}
 
 
+def report_sources(wildcards):
+    """The concept matrices of a layer's Linear Explanations."""
+    return _linear_target(wildcards)["sources"]
+
+
 def report_inputs(wildcards):
     base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
     names = report_names(wildcards)
@@ -263,7 +268,12 @@ def report_inputs(wildcards):
            "top_impact": f"{base}/scores/top_impact.parquet",
            "area_chart": f"{base}/scores/area_chart.parquet",
            "maps": f"{base}/activations/maps.parquet",  # the top images of each range
-           "root": dataset_root(wildcards)}
+           "root": dataset_root(wildcards),
+           # NeuronEval's metrics: the units' own activations, and what each explanation predicts from
+           "summary": f"{base}/activations/summary.parquet", "splits": f"{RESULTS}/{wildcards.dataset}/splits.parquet",
+           "matrices": [f"{RESULTS}/{wildcards.dataset}/concept_matrix/{s}.parquet" for s in report_sources(wildcards)]}
+    if names["formulas"]:
+        out["concepts"] = f"{RESULTS}/{wildcards.dataset}/concepts"
     if _has_pure(wildcards):
         out["pure"] = f"{base}/pure/summary.parquet"
     return out

@@ -26,6 +26,7 @@ rule score_report:
     params:
         formulas=lambda wc: report_names(wc)["formulas"],
         linear=lambda wc: report_names(wc)["linear"],
+        sources=report_sources,
         simulators=LINEAR.get("simulate", {}).get("simulators"),
         units=(config.get("report") or {}).get("units", "0-3"),
         reader=lambda wc: reader_kind(wc.dataset),

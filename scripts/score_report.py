@@ -2,13 +2,19 @@
 import json
 import os
 
-from nexplain.activations.read import read_unit_maps
+import pandas as pd
+
+from nexplain.activations.read import read_summary, read_unit_maps
+from nexplain.compositional.store import open_store
 from nexplain.data.folder import open_dataset
 from nexplain.io import write_text
+from nexplain.linear.conceptmatrix import read_aligned
 from nexplain.report.range_figures import ranges_figure, top_figure
+from nexplain.report.neuroneval import unit_scores
 from nexplain.report.report import metrics_json, summary_table, unit_table
 from nexplain.report.report_figures import area_chart, corr_vs_ablation, linear_weights, method_bars, top_impact_curve
 from nexplain.runner import run_rule
+from nexplain.splits import split_masks
 from nexplain.tables import read_table, write_table
 from nexplain.tracking.parent_run import log_parent_artifacts
 from nexplain.tracking.tracking import Outcome
@@ -20,6 +26,15 @@ def _alive(table, u) -> bool:
     return bool((table.loc[table["unit"] == u, "status"] != "dead").any())
 
 
+def _neuroneval(formulas, linear, inp, sources):
+    """Every explained unit's NeuronEval metrics against its own image-level activation."""
+    ids, Q, _ = read_summary(inp.summary)
+    splits = split_masks(pd.read_parquet(inp.splits), ids)
+    store, names = open_store(inp.concepts) if "concepts" in inp.keys() else (None, None)
+    matrices = {s: read_aligned(path, ids) for s, path in zip(sources, inp.matrices)}
+    return unit_scores(formulas, linear, ids, Q, splits, store, names, matrices)
+
+
 def main(snakemake):
     p, w, inp, out = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
     formulas = {n: read_table(f, "explanation table") for n, f in zip(p.formulas, inp.formulas)}
@@ -27,7 +42,7 @@ def main(snakemake):
     sims = {n: read_table(f, "simulation table") for n, f in zip(p.simulators, inp.simulations)}
     ti = read_table(inp.top_impact, "Top Impact table")
     pure = read_table(inp.pure, "PURE summary") if "pure" in inp.keys() else None
-    table = summary_table(formulas, linear, sims, ti, pure)
+    table = summary_table(formulas, linear, sims, ti, pure, _neuroneval(formulas, linear, inp, p.sources))
     meta = {"model": w.model, "dataset": w.dataset, "layer": w.layer, "simulators": list(p.simulators)}
     write_table(table, out.table, meta)
     metrics = metrics_json(table)

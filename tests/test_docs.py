@@ -57,3 +57,19 @@ def test_the_readme_run_figures_are_the_recorded_run():
     block = text.split(default_run.BEGIN, 1)[1].split(default_run.END, 1)[0]
     assert block.strip() == default_run.render(record).strip()
     assert record["headlines"] and sum(r["jobs"] for r in record["rules"].values()) > 50
+
+
+def test_the_ground_truth_figures_are_the_recorded_truth_run(monkeypatch):
+    """README's and docs/truth.md's truth blocks are benchmarks/truth_run.py's rendering of its record."""
+    import importlib.util
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # truth_run imports default_run beside it
+    spec = importlib.util.spec_from_file_location("truth_run", ROOT / "benchmarks" / "truth_run.py")
+    truth_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(truth_run)
+    record = json.loads((ROOT / "benchmarks" / "truth_run.json").read_text())
+    for path, render in (("README.md", truth_run.render_short), ("docs/truth.md", truth_run.render_full)):
+        block = (ROOT / path).read_text().split(truth_run.BEGIN, 1)[1].split(truth_run.END, 1)[0]
+        assert block.strip() == render(record).strip(), path
+    assert record["metrics"]["planting.units"] == len(record["planting"]) > 10

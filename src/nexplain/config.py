@@ -136,6 +136,30 @@ def _check_references(config: dict, source: str) -> None:
         _must_name(pure["reference"], list(vlms), "pure.reference", source)
         if pure.get("ceiling") is not None:
             _must_name(pure["ceiling"], list(vlms), "pure.ceiling", source)
+    _check_truth(config, matrices, source)
+
+
+def _check_truth(config: dict, matrices, source: str) -> None:
+    """The planted model copies a trained model of a dataset with concept masks and classes."""
+    truth = config.get("truth")
+    if not truth:
+        return
+    models, datasets = config["models"], config["datasets"]
+    _must_name(truth["base"], list(models), "truth.base", source)
+    base = models[truth["base"]]
+    if base["source"] != "train":
+        raise ConfigError(f"{source}: key 'truth.base': model '{truth['base']}' is not trained here "
+                          f"(source {base['source']}); the planted model copies a training recipe")
+    dataset = base["train"]["dataset"]
+    _needs_labels(datasets, dataset, "truth.base", "concept masks to plant from", source)
+    for s in truth["sources"]:
+        _must_name(s, matrices, "truth.sources", source)
+        _needs_concept_set(datasets, dataset, s, "truth.sources", source)
+    if not (config.get("linear") or {}).get("concept_filter") or not config.get("explain") or not config.get("pure"):
+        raise ConfigError(f"{source}: key 'truth': the study runs every method with the settings of "
+                          f"'explain', 'linear' and 'pure'; the config lacks one of those blocks")
+    if truth["pure"]["layer"] not in {u["layer"] for u in truth["units"]}:
+        raise ConfigError(f"{source}: key 'truth.pure.layer': no planted unit is in {truth['pure']['layer']!r}")
 
 
 def split_sizes(fractions: list[float], n: int) -> list[int]:
@@ -209,6 +233,12 @@ def _layer_targets(config: dict):
         yield f"pure.targets.{i}.layer", t["model"], t["layer"]
         for j, layer in enumerate(t["earlier"]):
             yield f"pure.targets.{i}.earlier.{j}", t["model"], layer
+    truth = config.get("truth")
+    if truth and truth["base"] in config["models"]:
+        for i, u in enumerate(truth["units"]):
+            yield f"truth.units.{i}.layer", truth["base"], u["layer"]
+        for j, layer in enumerate(truth["pure"]["earlier"]):
+            yield f"truth.pure.earlier.{j}", truth["base"], layer
 
 
 MLFLOW_DEFAULTS = {"enabled": True, "tracking_uri": None, "experiment": "nexplain"}

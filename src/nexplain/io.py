@@ -59,3 +59,15 @@ def atomic_dir(path: str | os.PathLike):
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict) -> None:
+    """An uncompressed .npz with stable bytes (fixed member dates), written atomically."""
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+        for name, arr in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr))

@@ -11,7 +11,7 @@ import pandas as pd
 from nexplain.compositional.masks import ConceptStore
 from nexplain.data.concepts import PackedMasks, column_names
 from nexplain.errors import DataError
-from nexplain.io import atomic_path
+from nexplain.io import write_npz
 
 
 def open_store(concepts_dir, geometry=None) -> tuple[ConceptStore, list[str]]:
@@ -30,10 +30,7 @@ def save_geometry(concepts_dir, path) -> None:
     """Per (concept, image) pair the bounding box and inscribed rectangle, (pairs, 4) int16
     each, and which concepts ever meet, (C, C) bool: an .npz with no timestamps in it."""
     box, rect, meets = ConceptStore.from_packed(PackedMasks(os.path.join(concepts_dir, "masks"))).geometry()
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
-        for name, arr in (("box", box), ("rect", rect), ("meets", meets)):
-            with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr))
+    write_npz(path, {"box": box, "rect": rect, "meets": meets})
 
 
 def _load_geometry(path, n_pairs: int, n_concepts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,3 +68,11 @@ def read_matrix(path) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     P = np.column_stack([table.column(n).to_numpy() for n in names]).astype(np.float32) if names \
         else np.zeros((len(ids), 0), np.float32)
     return ids, P, names, tables.read_metadata(path)
+
+
+def read_aligned(path, ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(P, names): a concept matrix with its rows in the order of image `ids` (every id must be there)."""
+    from nexplain.linear.linear import aligned
+
+    m_ids, P, names, _ = read_matrix(path)
+    return aligned(ids, m_ids, P, path), names

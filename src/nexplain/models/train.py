@@ -36,7 +36,7 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
                      epochs: int = 5, batch_size: int = 32, lr: float = 0.05,
                      weight_decay: float = 5e-4, seed: int = 0, threads: int = 2,
                      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), progress: bool = True,
-                     compute: Compute | None = None, low_res: dict | None = None):
+                     compute: Compute | None = None, low_res: dict | None = None, plant=None):
     """Train `arch` (random init) on the train split, on `compute`'s device (default: the CPU);
     returns (model in eval mode, on the CPU, metrics).
 
@@ -47,6 +47,8 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
     full-size epochs that follow adapt the network, its batch norms included, to the size
     it is explained at).
     Images without a class are left out and counted (`labelled_splits`).
+    `plant`: a `nexplain.truth.plant.Planting` whose loss is added to the class loss, its
+    targets augmented with the images (the planted model of `snakemake truth`).
     """
     compute = compute or Compute()
     _seed_everything(seed, compute.cuda)
@@ -60,7 +62,7 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
                         f"one batch of {batch_size}")
     images = {s: decode_images(table, ids, image_size, progress) for s, ids in splits.items()}
     targets = {s: torch.as_tensor(labels[ids], dtype=torch.long) for s, ids in splits.items()}
-    normalize = _normalizer(mean, std, compute.device)
+    normalize = normalizer(mean, std, compute.device)
 
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     model.to(compute.device, memory_format=torch.channels_last)  # ~1.4x faster convolutions on CPU
@@ -81,8 +83,12 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
         for step in bar:
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x = normalize(compute.to(augment(images["train"][idx], generator, size)))
-            loss = F.cross_entropy(model(x), compute.to(targets["train"][idx]))
+            if plant is None:
+                x = normalize(compute.to(augment(images["train"][idx], generator, size)))
+                loss = F.cross_entropy(model(x), compute.to(targets["train"][idx]))
+            else:
+                loss = _planted_step(model, plant, images["train"][idx], splits["train"][idx.numpy()],
+                                     targets["train"][idx], generator, size, normalize, compute)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -106,6 +112,18 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
     if any(unlabelled.values()):  # only then: a fully labelled dataset keeps its metrics bytes
         metrics["unlabelled_images"] = unlabelled
     return model.cpu(), metrics
+
+
+def _planted_step(model, plant, raw, image_ids, y, generator, size, normalize, compute):
+    """Class loss plus the planting loss, the targets flipped, shifted and scaled with the images."""
+    from nexplain.truth.plant import PreActivation
+
+    both = augment(torch.cat([raw.float(), plant.batch(torch.as_tensor(image_ids), raw.shape[-2:])], 1),
+                   generator, size)
+    x, t = normalize(compute.to(both[:, :3])), compute.to(both[:, 3:] / 255)
+    with PreActivation(model, plant.layers) as hooks:
+        logits = model(x)
+    return F.cross_entropy(logits, compute.to(y)) + plant.loss(hooks.pre, t)
 
 
 def labelled_splits(table: ImageTable) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -161,11 +179,11 @@ def decode_images(table: ImageTable, ids, size: int, progress: bool = False) -> 
 def augment(batch: torch.Tensor, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
     """Random horizontal flip and a random shift of up to SHIFT pixels, per image; then
     downscaled (antialiased) to `size` pixels where that is smaller."""
-    n, _, h, w = batch.shape
+    n, c, h, w = batch.shape
     flip = torch.rand(n, generator=generator) < 0.5
     shifts = torch.randint(0, 2 * SHIFT + 1, (n, 2), generator=generator)
     padded = F.pad(batch.float(), (SHIFT, SHIFT, SHIFT, SHIFT), mode="reflect")
-    out = torch.empty((n, 3, h, w))
+    out = torch.empty((n, c, h, w))
     for i in range(n):
         dy, dx = shifts[i].tolist()
         crop = padded[i, :, dy:dy + h, dx:dx + w]
@@ -189,7 +207,7 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
     return correct / len(images)
 
 
-def _normalizer(mean, std, device=None):
+def normalizer(mean, std, device=None):
     mean = (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255).to(device)
     std = (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255).to(device)
 
@@ -197,6 +215,11 @@ def _normalizer(mean, std, device=None):
         # uint8-scale input, so this equals ToTensor() then Normalize(mean, std)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
     return normalize
+
+
+def class_count(table: ImageTable) -> int:
+    """The number of classes a model trained on `table` predicts."""
+    return _labels(table)[1]
 
 
 def _labels(table: ImageTable):

@@ -6,7 +6,9 @@ One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) 
 - `length`: explanation length of every explainer;
 - `simulation`: correlation and ablation scores per explainer and simulator (docs/methods.md);
 - `top_impact`: TI(beta) over the units where it was computed;
-- `pure`: the per-earlier-layer distance correlations (docs/methods.md).
+- `pure`: the per-earlier-layer distance correlations (docs/methods.md);
+- `neuroneval`: NeuronEval's passing metrics (Pearson, cosine, AUPRC, F1, IoU) of each
+  explainer's predicted concept activation against the unit's, over every explained unit.
 Means skip dead units and undefined (NaN) scores; `n` says how many entered. A per-unit table
 joins every method's explanation of each unit.
 """
@@ -18,6 +20,7 @@ import pandas as pd
 
 FORMULA_METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage", "explanation_coverage")
 SIM_METRICS = ("corr_test", "ablation_optim", "ablation_norm")
+NEURONEVAL = ("pearson", "cosine", "auprc", "f1", "iou")
 COLUMNS = ["section", "method", "simulator", "metric", "mean", "std", "n"]
 
 
@@ -29,7 +32,7 @@ def _row(section, method, simulator, metric, values) -> tuple:
 
 def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
                   simulations: dict[str, pd.DataFrame], top_impact: pd.DataFrame | None = None,
-                  pure: pd.DataFrame | None = None) -> pd.DataFrame:
+                  pure: pd.DataFrame | None = None, neuroneval: pd.DataFrame | None = None) -> pd.DataFrame:
     """The long score table; `formulas` {netdissect|coex|clustered: table}, `linear`
     {le_<source>: table}, `simulations` {simulator: table}."""
     rows = []
@@ -51,6 +54,9 @@ def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFr
             rows.append(("pure", r.layer, "", "corr", float(r.corr_mean), float(r.corr_std), int(r.units)))
             rows.append(("pure", r.layer, "", "baseline", float(r.baseline_mean), np.nan, int(r.units)))
             rows.append(("pure", r.layer, "", "ceiling", float(r.ceiling_mean), np.nan, int(r.units)))
+    if neuroneval is not None:
+        for name, part in neuroneval.groupby("method", sort=False):
+            rows += [_row("neuroneval", name, "", m, part[m]) for m in NEURONEVAL]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
