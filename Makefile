@@ -16,6 +16,7 @@ run: install
 # Ground truth (docs/truth.md): the planted model and every method graded on it, after the default run.
 truth: install
 	$(BIN)/snakemake --cores $(CORES) truth
+	$(BIN)/dvc commit --force --quiet
 
 # The browser tests need Debian's chromium: installed here where apt-get can (about 25 s), else they skip.
 test: install
