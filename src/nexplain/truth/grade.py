@@ -21,11 +21,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nexplain.compositional import formulas
 from nexplain.compositional.bitmaps import upsample
 from nexplain.linear.simulate import Simulator
 from nexplain.truth import neuroneval, predict
-from nexplain.truth.planted import Planted, formula_cells, image_parts, planted_cells
+from nexplain.truth.planted import Planted, formula_cells, formula_concepts, image_parts, planted_cells
 
 FORMULA_METHODS = ("netdissect", "coex", "clustered")
 GRADES = ("recovered", "set_precision", "set_recall", "set_f1", "mask_iou", "range_recovery", "ari",
@@ -41,10 +40,6 @@ def set_scores(found: set, truth: set) -> tuple[float, float, float]:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return neuroneval.f1_iou(a, b)[1]
-
-
-def _formula_concepts(text, names) -> set:
-    return {names[c] for c in formulas.concepts(formulas.parse(text, names))}
 
 
 class UnitTruth:
@@ -72,13 +67,13 @@ class UnitTruth:
         NetDissect and CoEx (all a top-quantile region sees), else the whole function."""
         if self.p.kind == "graded" and method != "clustered":
             top = max(self.p.levels, key=lambda x: x[1])[0]
-            return self.test_cells(top), _formula_concepts(top, self.names)
+            return self.test_cells(top), formula_concepts(top, self.names)
         return self.on, self.concepts
 
 
 def _formula_grades(t: UnitTruth, method: str, rows: pd.DataFrame, unit_maps: np.ndarray | None) -> dict:
     ok = rows[(rows["status"] == "ok") & rows["formula"].notna()]
-    found = set().union(*[_formula_concepts(f, t.names) for f in ok["formula"]])
+    found = set().union(*[formula_concepts(f, t.names) for f in ok["formula"]])
     target, concepts = t.target(method)
     cells = [t.test_cells(f) for f in ok["formula"]]
     out = {"explanation": " | ".join(ok["formula"]) if len(ok) else None}

@@ -51,7 +51,7 @@ class Planted:
 
     def concepts(self, names) -> set[str]:
         """The concept names the planted function depends on."""
-        return {names[c] for f in self.formulas for c in formulas.concepts(formulas.parse(f, names))}
+        return set().union(*(formula_concepts(f, names) for f in self.formulas))
 
 
 def parse_units(specs, names, where: str = "truth.units") -> list[Planted]:
@@ -91,6 +91,11 @@ def _check(p: Planted, key: str, names) -> None:
     if any(not 0 < v <= 1 for v in values) or sum(w for _, w in p.weights) > 1 + 1e-9:
         raise ConfigError(f"key '{key}': levels and weights lie in (0, 1] and weights sum to at most 1, "
                           f"so the planted function stays in [0, 1]")
+
+
+def formula_concepts(text: str, names) -> set[str]:
+    """The concept names a formula names."""
+    return {names[c] for c in formulas.concepts(formulas.parse(text, names))}
 
 
 def formula_cells(text: str, store, names) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from nexplain.figures import save_png
+from nexplain.report.unit_pages import _table as html_table
 
 SHOWN = ("recovered", "set_f1", "mask_iou", "pearson", "auprc", "f1", "iou", "range_recovery", "ari", "seconds")
 HEAT = (("recovered", "exact recovery"), ("set_f1", "concept-set F1"), ("pearson", "Pearson with the planted function"))
@@ -28,16 +29,9 @@ def metrics_json(summary: pd.DataFrame, planting: pd.DataFrame, accuracy: dict) 
     return out
 
 
-def _cell(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "" if not np.isfinite(v) else f"{v:.2f}"
-    return html.escape(str(v))
-
-
 def _table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """A DataFrame as the unit pages' HTML table (NaN shown as a dash)."""
+    return html_table(list(df.columns), df.astype(object).to_numpy().tolist())
 
 
 def truth_html(summary: pd.DataFrame, planting: pd.DataFrame, grades: pd.DataFrame, accuracy: dict) -> str:

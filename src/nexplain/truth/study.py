@@ -12,20 +12,17 @@ from nexplain.truth.explain import formula_tables, linear_tables, pure_tables, u
 from nexplain.truth.planted import Planted
 
 
-def by_layer(units: list[Planted]) -> dict[str, list[int]]:
-    """{layer: its planted channels, in the config's order}."""
-    out: dict[str, list[int]] = {}
-    for p in units:
-        out.setdefault(p.layer, []).append(p.unit)
-    return out
-
-
 def channels(units: list[Planted]) -> dict[str, list[tuple[int, int]]]:
     """{layer: [(index of the unit's target, channel)]}: what `Planting` pulls."""
     out: dict[str, list[tuple[int, int]]] = {}
     for k, p in enumerate(units):
         out.setdefault(p.layer, []).append((k, p.unit))
     return out
+
+
+def by_layer(units: list[Planted]) -> dict[str, list[int]]:
+    """{layer: its planted channels, in the config's order}."""
+    return {layer: [c for _, c in pairs] for layer, pairs in channels(units).items()}
 
 
 def check_channels(module: torch.nn.Module, units: list[Planted], size: int) -> None:
