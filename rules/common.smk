@@ -10,7 +10,7 @@ sys.path.insert(0, str(SRC))  # the workflow's own package copy, for validation 
 
 from nexplain.codeversion import code_version
 from nexplain.compute import STAGES, stage_settings
-from nexplain.config import BRODEN_KINDS, check_plan, validate_config
+from nexplain.config import BRODEN_KINDS, check_plan, truth_recipe, validate_config
 from nexplain.errors import ConfigError
 
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"

@@ -11,7 +11,8 @@ wildcard_constraints:
 
 
 def truth_base():
-    return MODELS[TRUTH["base"]]
+    """The planted model's recipe: the base model's, with `truth.train` over its training."""
+    return truth_recipe(config)
 
 
 def truth_dataset():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nexplain.config import SPLITS, check_plan, load_config, schema, split_sizes, validate_config
+from nexplain.config import SPLITS, check_plan, load_config, schema, split_sizes, truth_recipe, validate_config
 from nexplain.data.world import _assign_splits, _image_classes
 from nexplain.errors import ConfigError
 from nexplain.splits import make_splits
@@ -47,6 +47,8 @@ def config():
     (lambda c: c["linear"].__setitem__("alpha", 0), "key 'linear.alpha': 0 is less than or equal to the minimum of 0"),
     (lambda c: c["models"]["resnet18_world"]["train"].__setitem__("low_res", {"size": 56, "epochs": 12}),
      "key 'models.resnet18_world.train.low_res.epochs': 12 of 12 epochs at low resolution"),
+    (lambda c: c["truth"]["train"].__setitem__("epochs", 4), "key 'truth.train.low_res.epochs': 4 of 4 epochs at low resolution"),
+    (lambda c: c["truth"]["train"].__setitem__("lr", 0.1), "key 'truth.train': Additional properties are not allowed ('lr' was"),
 ])
 def test_bad_config_names_key_and_expectation(config, mutate, message):
     bad = copy.deepcopy(config)
@@ -70,6 +72,14 @@ def test_the_full_study_merges_over_the_default_as_snakemake_does(config):
     assert full["pure"]["top"] == 50 and config["pure"]["top"] == 20
     assert full["linear"]["simulate"]["replay"] == {"units": "0-15", "scalings": ["norm"]}  # a key kept
     assert full["vlms"]["world_siglip"]["train"]["crops"] == 64  # the rest of the recipe stays
+
+
+def test_the_planted_recipe_is_the_base_recipe_with_truth_train_over_it(config):
+    base, recipe = config["models"]["resnet18_world"], truth_recipe(config)
+    assert recipe["train"]["low_res"] == config["truth"]["train"]["low_res"] != base["train"]["low_res"]
+    assert {k: v for k, v in recipe["train"].items() if k != "low_res"} == \
+        {k: v for k, v in base["train"].items() if k != "low_res"}
+    assert recipe["arch"] == base["arch"] and recipe["input"] == base["input"]
 
 
 def test_unreadable_config_files(tmp_path):

@@ -83,10 +83,7 @@ def _check_references(config: dict, source: str) -> None:
     for name, m in models.items():
         if m["source"] == "train":
             _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
-            low, epochs = m["train"].get("low_res"), m["train"]["epochs"]
-            if low and low["epochs"] >= epochs:  # the network must end at the size it is explained at
-                raise ConfigError(f"{source}: key 'models.{name}.train.low_res.epochs': {low['epochs']} of "
-                                  f"{epochs} epochs at low resolution; at least the last epoch must be full size")
+            _check_low_res(m["train"], f"models.{name}.train", source)
     vlms = config.get("vlms") or {}
     for name, v in vlms.items():
         if v["source"] == "train":
@@ -139,6 +136,20 @@ def _check_references(config: dict, source: str) -> None:
     _check_truth(config, matrices, source)
 
 
+def _check_low_res(train: dict, key: str, source: str) -> None:
+    low, epochs = train.get("low_res"), train["epochs"]
+    if low and low["epochs"] >= epochs:  # the network must end at the size it is explained at
+        raise ConfigError(f"{source}: key '{key}.low_res.epochs': {low['epochs']} of "
+                          f"{epochs} epochs at low resolution; at least the last epoch must be full size")
+
+
+def truth_recipe(config: dict) -> dict:
+    """The planted model's recipe: the base model's, with `truth.train` (epochs, low_res) over its training."""
+    truth = config["truth"]
+    base = config["models"][truth["base"]]
+    return {**base, "train": {**base["train"], **(truth.get("train") or {})}}
+
+
 def _check_truth(config: dict, matrices, source: str) -> None:
     """The planted model copies a trained model of a dataset with concept masks and classes."""
     truth = config.get("truth")
@@ -150,6 +161,7 @@ def _check_truth(config: dict, matrices, source: str) -> None:
     if base["source"] != "train":
         raise ConfigError(f"{source}: key 'truth.base': model '{truth['base']}' is not trained here "
                           f"(source {base['source']}); the planted model copies a training recipe")
+    _check_low_res(truth_recipe(config)["train"], "truth.train", source)
     dataset = base["train"]["dataset"]
     _needs_labels(datasets, dataset, "truth.base", "concept masks to plant from", source)
     for s in truth["sources"]:
