@@ -28,7 +28,7 @@ from nexplain.data.folder import open_dataset
 from nexplain.models.train import decode_images, normalizer
 from nexplain.truth import grade, study
 from nexplain.truth.explain import unit_maps
-from nexplain.truth.plant import train_planted
+from nexplain.truth.study import train_planted
 from nexplain.truth.planted import parse_units
 
 OUT = ROOT / "benchmarks" / "plantability.json"

@@ -9,7 +9,7 @@ from nexplain.models.train import save_checkpoint
 from nexplain.runner import log, run_rule
 from nexplain.tables import write_table
 from nexplain.tracking.tracking import Outcome
-from nexplain.truth.plant import train_planted
+from nexplain.truth.study import train_planted
 from nexplain.truth.planted import parse_units, planted_table
 
 

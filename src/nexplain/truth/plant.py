@@ -51,25 +51,6 @@ class Planting:
         return self.weight * total
 
 
-def train_planted(table, recipe: dict, units, store, names, weight: float, threads: int = 2, compute=None,
-                  progress: bool = True):
-    """(model, metrics): `recipe` (a model block: arch, input, train) trained on `table` with the
-    planting loss of `units` (`nexplain.truth.planted.Planted`) at `weight` beside the class loss."""
-    import torchvision
-
-    from nexplain.models.train import train_classifier
-    from nexplain.truth.planted import planted_targets
-    from nexplain.truth.study import channels, check_channels
-
-    m, t = recipe, recipe["train"]
-    check_channels(torchvision.models.get_model(m["arch"], weights=None), units, m["input"]["size"])
-    plant = Planting(torch.from_numpy(planted_targets(units, store, names)), channels(units), weight)
-    return train_classifier(
-        table, arch=m["arch"], image_size=m["input"]["size"], mean=m["input"]["mean"], std=m["input"]["std"],
-        epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        seed=t["seed"], low_res=t.get("low_res"), threads=threads, compute=compute, plant=plant, progress=progress)
-
-
 class PreActivation(contextlib.AbstractContextManager):
     """The input of each layer's last ReLU, `pre[layer]`, during one forward pass: a ResNet stage's
     last block applies its `relu` last (to the sum with the shortcut). Layers without one give their

@@ -39,6 +39,25 @@ def check_channels(module: torch.nn.Module, units: list[Planted], size: int) -> 
             raise ConfigError(f"key 'truth.units.{i}.unit': {p.layer} has channels 0..{n - 1}, not {p.unit}")
 
 
+def train_planted(table, recipe: dict, units, store, names, weight: float, threads: int = 2, compute=None,
+                  progress: bool = True):
+    """(model, metrics): `recipe` (a model block: arch, input, train) trained on `table` with the
+    planting loss of `units` (`nexplain.truth.planted.Planted`) at `weight` beside the class loss."""
+    import torchvision
+
+    from nexplain.models.train import train_classifier
+    from nexplain.truth.plant import Planting
+    from nexplain.truth.planted import planted_targets
+
+    m, t = recipe, recipe["train"]
+    check_channels(torchvision.models.get_model(m["arch"], weights=None), units, m["input"]["size"])
+    plant = Planting(torch.from_numpy(planted_targets(units, store, names)), channels(units), weight)
+    return train_classifier(
+        table, arch=m["arch"], image_size=m["input"]["size"], mean=m["input"]["mean"], std=m["input"]["std"],
+        epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+        seed=t["seed"], low_res=t.get("low_res"), threads=threads, compute=compute, plant=plant, progress=progress)
+
+
 def variant_network(variant: str, base: dict, num_classes: int, checkpoint, random_seed: int) -> torch.nn.Module:
     """The planted model (planted, shuffled) or the same architecture with seeded random weights."""
     if variant != "random":
