@@ -28,7 +28,6 @@ from nexplain.data.folder import open_dataset
 from nexplain.models.train import decode_images, normalizer
 from nexplain.truth import grade, study
 from nexplain.truth.explain import unit_maps
-from nexplain.truth.study import train_planted
 from nexplain.truth.planted import parse_units
 
 OUT = ROOT / "benchmarks" / "plantability.json"
@@ -45,22 +44,19 @@ def main() -> None:
     recipe, weight = truth_recipe(config), config["truth"]["weight"]
     data = recipe["train"]["dataset"]
     store, names = open_store(args.results / data / "concepts", args.results / data / "geometry.npz")
-    concepts = [(cat, c) for cat, cs in CONCEPTS.items() for c in cs]
+    category = {c: cat for cat, cs in CONCEPTS.items() for c in cs}
     layers = sorted({u["layer"] for u in config["truth"]["units"]})
-    units = parse_units([{"layer": layer, "unit": i, "kind": "single", "formula": c}
-                         for layer in layers for i, (_, c) in enumerate(concepts)], names)
+    units = parse_units([{"layer": layer, "unit": i, "kind": "single", "formula": c}  # channel i plants concept i
+                         for layer in layers for i, c in enumerate(category)], names)
     table = open_dataset("broden", args.results / "datasets" / data)
     t0 = time.perf_counter()
-    model, metrics = train_planted(table, recipe, units, store, names, weight, progress=False)
+    model, metrics = study.train_planted(table, recipe, units, store, names, weight, progress=False)
     seconds = time.perf_counter() - t0
     splits = study.split_masks(table, store.n_images)
     images = decode_images(table, np.arange(store.n_images), recipe["input"]["size"])
     maps = unit_maps(model, images, normalizer(recipe["input"]["mean"], recipe["input"]["std"]), study.by_layer(units))
-    rows = []
-    for j, p in enumerate(units):
-        check = grade.planting_check(grade.UnitTruth(p, store, names, splits["test"]), maps[p.layer][:, j % len(concepts)])
-        rows.append({**check, "category": concepts[j % len(concepts)][0], "concept": p.formula})
-    checks = pd.DataFrame(rows)
+    checks = pd.DataFrame([{**grade.planting_check(grade.UnitTruth(p, store, names, splits["test"]), maps[p.layer][:, p.unit]),
+                            "category": category[p.formula], "concept": p.formula} for p in units])
     record = {"date": datetime.date.today().isoformat(), "machine": _cpu(),
               "command": "python benchmarks/plantability.py", "train_s": round(seconds),
               "recipe": recipe["train"], "weight": weight, "test_accuracy": metrics["test_accuracy"],

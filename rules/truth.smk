@@ -10,13 +10,8 @@ wildcard_constraints:
     variant="planted|random|shuffled",
 
 
-def truth_base():
-    """The planted model's recipe: the base model's, with `truth.train` over its training."""
-    return truth_recipe(config)
-
-
 def truth_dataset():
-    return truth_base()["train"]["dataset"]
+    return truth_recipe(config)["train"]["dataset"]
 
 
 def truth_sources():
@@ -60,7 +55,7 @@ rule train_planted:
     benchmark:
         "logs/benchmarks/truth/train_planted.tsv"
     params:
-        base=lambda wc: truth_base(),
+        base=lambda wc: truth_recipe(config),
         units=lambda wc: TRUTH["units"],
         weight=lambda wc: TRUTH["weight"],
         reader=lambda wc: reader_kind(truth_dataset()),
@@ -89,7 +84,7 @@ rule truth_explain:
     benchmark:
         "logs/benchmarks/truth/explain_{variant}.tsv"
     params:
-        base=lambda wc: truth_base(),
+        base=lambda wc: truth_recipe(config),
         units=lambda wc: TRUTH["units"],
         sources=lambda wc: truth_sources(),
         settings=lambda wc: truth_settings(),

@@ -65,7 +65,7 @@ def _esc(value) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list], code_cols=(), sortable: bool = False) -> str:
+def html_table(header: list[str], rows: list[list], code_cols=(), sortable: bool = False) -> str:
     """A table; `sortable` adds each number's value as data-v, for SORT_JS."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
@@ -135,20 +135,20 @@ def unit_body(row: pd.Series, u: int, names: dict, simulator: str, figures: dict
         rows.append([m, _get(row, m, source), "val corr", _get(row, f"{m}_val_corr", source),
                      row.get(f"{m}_corr_test")])
     parts = [strip_section(strip), "<h2>Explanations</h2>",
-             _table(["method", "explanation", "score", "value", f"test corr ({simulator})"], rows, code_cols=(1,))]
+             html_table(["method", "explanation", "score", "value", f"test corr ({simulator})"], rows, code_cols=(1,))]
     if "clustered" in names["formulas"]:
         text = _get(row, "clustered", source)
         if text == DEAD:  # no ranges to list: its bounds and IoU are NaN
             ranges = "<p>dead: the unit's activations are constant, so it has no ranges.</p>"
         else:
             split = [r.split(": ", 1) for r in text.split(" | ")] if isinstance(text, str) else []
-            ranges = _table(["range", "activations", "formula"], [[j, *r] for j, r in enumerate(split)], code_cols=(2,))
+            ranges = html_table(["range", "activations", "formula"], [[j, *r] for j, r in enumerate(split)], code_cols=(2,))
         parts += ["<h2>Clustered CoEx ranges</h2>", ranges,
                   f"<p>mean IoU over ranges: {_esc(_get(row, 'clustered_iou', source))}; "
                   f"test corr ({html.escape(simulator)}): {_esc(row.get('clustered_corr_test'))}</p>"]
     ti = [c for c in row.index if c.startswith("ti_")]
     if ti:
-        parts += ["<h2>Top Impact</h2>", _table(["beta", "TI"], [[c[3:], row[c]] for c in ti])]
+        parts += ["<h2>Top Impact</h2>", html_table(["beta", "TI"], [[c[3:], row[c]] for c in ti])]
     parts.append("<h2>Figures</h2>")
     if figures is None:
         parts.append("<p><em>The report draws figures for the units of <code>report.units</code> in the config; "
@@ -217,12 +217,12 @@ def write_pages(out_dir, units: pd.DataFrame, scores: pd.DataFrame, selected, na
     header, rows = _index_rows(table, names)
     body = [f"<h2>Units ({len(every)})</h2><p>Click a column to sort by it; test correlations are under "
             f"the <code>{html.escape(str(simulator))}</code> simulator.</p>",
-            _table(header, rows, code_cols=tuple(j for j, h in enumerate(header) if h in names["formulas"] + names["linear"]),
+            html_table(header, rows, code_cols=tuple(j for j, h in enumerate(header) if h in names["formulas"] + names["linear"]),
                    sortable=True),
             "<h2>Glossary</h2><dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
                                               for k, v in GLOSSARY.items()) + "</dl>"]
     body += ["<h2>Scores of the layer</h2>",
-             _table(list(scores.columns), scores.astype(object).where(scores.notna(), None).values.tolist())]
+             html_table(list(scores.columns), scores.astype(object).where(scores.notna(), None).values.tolist())]
     for caption, path in layer_figures.items():
         body += [f"<h3>{html.escape(caption)}</h3>", _image(Path(path), caption)]
     pages["index.html"] = _page(f"{title} score report", "", "\n".join(body), SORT_JS)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from nexplain.figures import save_png
-from nexplain.report.unit_pages import _table as html_table
+from nexplain.report.unit_pages import html_table
 
 SHOWN = ("recovered", "set_f1", "mask_iou", "pearson", "auprc", "f1", "iou", "range_recovery", "ari", "seconds")
 HEAT = (("recovered", "exact recovery"), ("set_f1", "concept-set F1"), ("pearson", "Pearson with the planted function"))
