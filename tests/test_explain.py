@@ -182,3 +182,24 @@ def test_the_python_api_gives_the_rules_table_from_arrays(planted, method):
     api = getattr(nx, method)(maps, store, names)
     assert len(api) >= 4 and set(api["status"]) >= {"ok", "dead"}
     pd.testing.assert_frame_equal(api, rule.to_pandas())
+
+
+@pytest.mark.parametrize("method", ["coex", "clustered"])
+def test_exact_search_records_the_beam_the_optimum_and_the_proof(planted, method):
+    maps, concepts, _, _, f_or = planted
+    kw = {"quantile": _q_for(f_or)} if method == "coex" else {"k": 2, "beam": 1, "start_beam": 1}
+    beam = explain_layer(maps, concepts, Settings(method, **kw), progress=False)[0].to_pandas()
+    exact = explain_layer(maps, concepts, Settings(method, search="exact", **kw), progress=False)[0].to_pandas()
+    assert beam[["beam_iou", "gap", "pruned_bound"]].isna().all().all()
+    ok = exact[exact["status"] == "ok"]
+    assert len(ok) >= 1 and (exact["status"] == beam["status"]).all()
+    assert np.array_equal(ok["beam_iou"], beam.loc[ok.index, "iou"])  # the beam is the pipeline's own
+    assert (ok["iou"] >= ok["beam_iou"]).all() and np.allclose(ok["gap"], ok["iou"] - ok["beam_iou"])
+    assert (ok["pruned_bound"] < ok["score"]).all()
+    two = explain_layer(maps, concepts, Settings(method, search="exact", **kw), workers=2, progress=False)[0]
+    assert two.to_pandas().equals(exact)
+
+
+def test_unknown_search_names_the_choices():
+    with pytest.raises(ConfigError, match="mmesh, beam, exact"):
+        Settings("coex", search="optimal")

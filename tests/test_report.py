@@ -59,6 +59,18 @@ def test_summary_numbers_equal_the_method_tables(tables):
     assert flat["pure.layer1.ceiling"] == pytest.approx(0.8)
 
 
+def test_exact_search_adds_the_beam_gap_section(tables):
+    formulas, linear, sims, ti, pure = tables
+    coex = _formula([0, 1, 2, 3], [0.5, 0.4, 0.3, 0.0], ["ok", "ok", "ok", "dead"]).assign(
+        beam_iou=[0.5, 0.2, 0.3, np.nan], gap=[0.0, 0.2, 0.0, np.nan])
+    t = summary_table({**formulas, "coex": coex}, linear, sims, ti, pure).set_index(["section", "method", "metric"])
+    assert t.loc[("search", "coex", "gap"), "mean"].item() == pytest.approx(0.2 / 3)
+    assert t.loc[("search", "coex", "beam_below_optimum"), "mean"].item() == pytest.approx(1 / 3)
+    assert t.loc[("search", "coex", "optimum_iou"), "mean"].item() - t.loc[("search", "coex", "beam_iou"), "mean"].item() \
+        == pytest.approx(0.2 / 3)
+    assert "netdissect" not in t.loc["search"].index.get_level_values("method")  # no exact search there
+
+
 def test_unit_table_joins_every_method(tables):
     formulas, linear, sims, ti, _ = tables
     u = unit_table(formulas, linear, sims["label"], ti).set_index("unit")

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from nexplain import tables
 from nexplain.activations.read import read_meta, read_unit_maps
-from nexplain.compositional import bitmaps, formulas, search
+from nexplain.compositional import bitmaps, exact, formulas, search
+from nexplain.compositional.atoms import atoms_of
 from nexplain.compositional.masks import Bitmap
 from nexplain.compositional.metrics import explanation_metrics
 from nexplain.compositional.store import open_store
@@ -31,6 +32,7 @@ from nexplain.units import select_units
 log = logging.getLogger(__name__)
 
 METHODS = ("netdissect", "coex", "clustered")
+SEARCHES = ("mmesh", "beam", "exact")
 METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage", "explanation_coverage")
 
 SCHEMA = pa.schema([
@@ -39,6 +41,9 @@ SCHEMA = pa.schema([
     ("formula", pa.string()), ("concept_ids", pa.list_(pa.int32())), ("length", pa.int8()),
     *[(m, pa.float64()) for m in METRICS], ("score", pa.float64()),
     ("visited", pa.int32()), ("visited_compound", pa.int32()),
+    # search: exact only (else null): the beam's IoU, the optimum's gain over it, and the
+    # largest bound of a pruned subtree (below the optimum's score: the proof)
+    ("beam_iou", pa.float64()), ("gap", pa.float64()), ("pruned_bound", pa.float64()),
 ])
 
 
@@ -52,7 +57,7 @@ class Settings:
     beam: int = 5
     start_beam: int | None = None
     penalty: float | None = None
-    search: str = "mmesh"             # mmesh | beam (the exhaustive beam, for comparison)
+    search: str = "mmesh"             # mmesh | beam (the exhaustive beam, for comparison) | exact
     k: int = 5
     ranges: str = "tile"              # tile | strict
     seed: int = 0
@@ -60,8 +65,8 @@ class Settings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"unknown explanation method '{self.method}'; valid choices: {', '.join(METHODS)}")
-        if self.search not in ("mmesh", "beam"):
-            raise ConfigError(f"unknown search '{self.search}'; valid choices: mmesh, beam")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"unknown search '{self.search}'; valid choices: {', '.join(SEARCHES)}")
         if self.ranges not in bitmaps.MODES:
             raise ConfigError(f"unknown ranges '{self.ranges}'; valid choices: {', '.join(bitmaps.MODES)}")
 
@@ -78,19 +83,28 @@ def _init_worker(maps_path, store, names, settings):
 
 
 def _search(A: Bitmap, s: Settings, store, cache, start_beam=None, pair_counts=None):
+    """(result, the beam's result when the search is exact, else None)."""
     if s.method == "netdissect":
-        return search.netdissect(A, store, cache=cache, pair_counts=pair_counts)
-    fn = search.mmesh_search if s.search == "mmesh" else search.beam_search
-    return fn(A, store, length=s.length, beam=s.beam, start_beam=start_beam, penalty=s.penalty, cache=cache,
+        return search.netdissect(A, store, cache=cache, pair_counts=pair_counts), None
+    fn = search.beam_search if s.search == "beam" else search.mmesh_search
+    beam = fn(A, store, length=s.length, beam=s.beam, start_beam=start_beam, penalty=s.penalty, cache=cache,
               pair_counts=pair_counts)
+    if s.search != "exact":
+        return beam, None
+    best = exact.exact_search(A, store, length=s.length, penalty=s.penalty,
+                              incumbent=beam.beam[0] if beam.beam else None)
+    return best, beam
 
 
-def _row(unit, cluster, lo, hi, A: Bitmap, result, store, names, status=None) -> dict:
+def _row(unit, cluster, lo, hi, A: Bitmap, found, store, names, status=None) -> dict:
+    result, beam = found if found is not None else (None, None)
     row = {"unit": unit, "cluster": cluster, "lo": lo, "hi": hi, "n_cells": A.count() if A is not None else 0,
            "formula": None, "concept_ids": [], "length": 0, **{m: 0.0 for m in METRICS}, "score": 0.0,
-           "visited": 0, "visited_compound": 0}
+           "visited": 0, "visited_compound": 0, "beam_iou": None, "gap": None, "pruned_bound": None}
     if result is not None:
         row.update(visited=result.visited, visited_compound=result.visited_compound)
+    if beam is not None:
+        row.update(beam_iou=beam.iou, gap=result.iou - beam.iou, pruned_bound=result.proof.max_pruned)
     if status is None and (result is None or result.formula is None):
         status = "unexplained"  # cells, but no concept touches them
     if status is not None:
@@ -145,6 +159,8 @@ def explain_layer(maps_path, concepts_dir, settings: Settings, units=None, shard
                         f"{concepts_dir} cover {store.n_images}: extract activations on the same dataset")
     selected = select_units(units, meta["n_units"], shard)
     log.info("%s: %d units of %s, %d workers", settings.method, len(selected), maps_path, workers)
+    if settings.search == "exact" and settings.method != "netdissect":
+        atoms_of(store)  # built once, before the workers fork: they share it
     init = (str(maps_path), store, names, settings)
     rows, timing = [], []
     bar = tqdm(total=len(selected), disable=not progress, desc=settings.method, unit="unit")

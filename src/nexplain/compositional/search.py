@@ -62,6 +62,7 @@ class SearchResult:
     visited: int              # exact IoU evaluations, singles included
     visited_compound: int     # of those, formulas of length >= 2
     dead: bool = False        # A has no cells
+    proof: object = None      # the exact search's `exact.Proof`
 
 
 class _LRU:
@@ -234,8 +235,8 @@ def _may_meet(store: ConceptStore, f: Formula) -> np.ndarray:
     return m
 
 
-def _rank(e: Scored):
-    """Beam order: score desc, then fewer concepts, then canonical key."""
+def rank(e: Scored):
+    """Beam order (and the exact search's ranking): score desc, then fewer concepts, then canonical key."""
     return -e.score, len(e.formula.key[0]), e.formula.key
 
 
@@ -248,7 +249,7 @@ class _Selection:
 
     def __init__(self, size: int, old):
         self.size = size
-        self.entries = sorted(old, key=_rank)[:size]
+        self.entries = sorted(old, key=rank)[:size]
         self.locked = {e.formula.key for e in old}
         self.best = {e.formula.key: e for e in self.entries}
 
@@ -270,12 +271,12 @@ class _Selection:
         if cur is not None:
             if (-new.score, f.written) < (-cur.score, cur.formula.written):
                 self.entries.remove(cur)
-                insort(self.entries, new, key=_rank)
+                insort(self.entries, new, key=rank)
                 self.best[f.key] = new
             return
-        if self.full and _rank(new) > _rank(self.entries[-1]):
+        if self.full and rank(new) > rank(self.entries[-1]):
             return
-        insort(self.entries, new, key=_rank)
+        insort(self.entries, new, key=rank)
         self.best[f.key] = new
         if len(self.entries) > self.size:
             del self.best[self.entries.pop().formula.key]
@@ -392,7 +393,7 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
         f = left.extend(OPS[op[k]], cc)
         # a bound equal to the worst score still loses the tie-break to a shorter or
         # lower-keyed formula: skipping it is exact
-        if sel.blocked(f) or (sel.full and (-bound[k], len(f.key[0]), f.key) > _rank(sel.entries[-1])):
+        if sel.blocked(f) or (sel.full and (-bound[k], len(f.key[0]), f.key) > rank(sel.entries[-1])):
             continue
         iou = ctx.known.get(f.key)
         if iou is None:  # an equivalent formula seen before has the same IoU: no need to count

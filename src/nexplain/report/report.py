@@ -4,6 +4,8 @@ One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) 
 - `metrics`: IoU-family metrics of the formula explainers (docs/methods.md), over the units
   (and clustered ranges) they explained;
 - `length`: explanation length of every explainer;
+- `search`: where the search is exact, the beam's IoU, the optimum's and the gap between
+  them, and the share of units (or ranges) where the beam fell short;
 - `simulation`: correlation and ablation scores per explainer and simulator (docs/methods.md);
 - `top_impact`: TI(beta) over the units where it was computed;
 - `pure`: the per-earlier-layer distance correlations (docs/methods.md);
@@ -40,6 +42,12 @@ def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFr
         ok = t[t["status"] == "ok"]
         rows += [_row("metrics", name, "", m, ok[m]) for m in FORMULA_METRICS]
         rows.append(_row("length", name, "", "length", ok["length"]))
+        exact = ok[np.isfinite(ok["gap"])] if "gap" in ok else ok.iloc[:0]
+        if len(exact):
+            rows += [_row("search", name, "", "beam_iou", exact["beam_iou"]),
+                     _row("search", name, "", "optimum_iou", exact["iou"]),
+                     _row("search", name, "", "gap", exact["gap"]),
+                     _row("search", name, "", "beam_below_optimum", exact["gap"] > 0)]
     for name, t in linear.items():
         rows.append(_row("length", name, "", "length", t.loc[~t["dead"], "length"]))
     for sim, t in simulations.items():

@@ -56,6 +56,8 @@ def headline_values(config: dict, workdir: str | Path = ".") -> dict[str, dict[s
         base = root / model / dataset / layer
         scores = _json(base / "report" / "scores.json") or {}
         group = {f"{m}_iou": scores[f"metrics.{m}.iou"] for m in FORMULA_METHODS if f"metrics.{m}.iou" in scores}
+        group.update({f"{m}_beam_iou": scores[f"search.{m}.beam_iou"] for m in FORMULA_METHODS
+                      if f"search.{m}.beam_iou" in scores})  # search: exact, the beam's IoU beside the optimum's
         for le in sorted((base / "explanations").glob("le_*.parquet")):
             corr = _le_val_corr(le)
             if corr is not None:
@@ -88,7 +90,9 @@ def headline_lines(values: dict[str, dict[str, float]], reference: str | None = 
                 lines.append(f"PURE {group[5:]}: relevances of {best} agree best with "
                              f"{reference or 'the reference embedding'} (distance corr {_fmt(v[best])})")
         else:
-            parts = [f"{k[:-4]} IoU {_fmt(x)}" for k, x in v.items() if k.endswith("_iou")]
+            parts = [f"{k[:-4]} IoU {_fmt(x)}" + (f" (beam {_fmt(v[k[:-4] + '_beam_iou'])})" if k[:-4] + "_beam_iou" in v
+                                                 else "")
+                     for k, x in v.items() if k.endswith("_iou") and not k.endswith("_beam_iou")]
             parts += [f"LE({k[3:-9]}) val corr {_fmt(x)}" for k, x in v.items() if k.endswith("_val_corr")]
             lines.append(f"{group}: " + ", ".join(parts))
     return lines
