@@ -29,6 +29,7 @@ EXPLAIN = config.get("explain") or {"targets": []}
 LINEAR = config.get("linear") or {"targets": []}
 VLMS = config.get("vlms") or {}
 PURE = config.get("pure") or {"targets": []}
+CAUSAL = config.get("causal") or {}
 COMPUTE = config.get("compute") or {}
 RESOURCES = config.get("resources") or {}
 
@@ -276,6 +277,8 @@ def report_inputs(wildcards):
         out["concepts"] = f"{RESULTS}/{wildcards.dataset}/concepts"
     if _has_pure(wildcards):
         out["pure"] = f"{base}/pure/summary.parquet"
+    if (wildcards.model, wildcards.dataset, wildcards.layer) in causal_layers():
+        out["efficacy"], out["paste"] = f"{base}/causal/efficacy.parquet", f"{base}/causal/paste.parquet"
     return out
 
 
@@ -306,6 +309,28 @@ def page_patterns():
     return [f"{{page,index|unit_({units})}}.html"]
 
 
+def causal_layers():
+    """(model, dataset, layer) of each score report on a generated world: what `causal` renders."""
+    if not CAUSAL.get("enabled"):
+        return []
+    return [(t["model"], t["dataset"], layer) for t in LINEAR["targets"] for layer in t["layers"]
+            if DATASETS[t["dataset"]]["kind"] == "world"]
+
+
+def causal_inputs(wildcards):
+    """The layer's explanations whose concepts get rendered in and out, and the test split."""
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
+    names = report_names(wildcards)
+    return {"formulas": [f"{base}/explanations/{m}.parquet" for m in names["formulas"]],
+            "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
+            "concepts": f"{RESULTS}/{wildcards.dataset}/concepts",
+            "splits": f"{RESULTS}/{wildcards.dataset}/splits.parquet"}
+
+
+def causal_outputs():
+    return [f"{RESULTS}/{m}/{d}/{layer}/causal/efficacy.parquet" for m, d, layer in causal_layers()]
+
+
 def report_outputs():
     return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/{name}"
             for t in LINEAR["targets"] for layer in t["layers"] for name in ("scores.json", "pages")]
@@ -331,4 +356,5 @@ def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs() + vlm_outputs() + pure_outputs() + report_outputs() + [f"{RESULTS}/headlines.json"])
+            + linear_outputs() + vlm_outputs() + pure_outputs() + causal_outputs() + report_outputs()
+            + [f"{RESULTS}/headlines.json"])

@@ -137,10 +137,41 @@ rule truth_grade:
         "../scripts/truth_grade.py"
 
 
+rule truth_causal:
+    input:
+        unpack(truth_data),
+        checkpoint=f"{RESULTS}/truth/planted/checkpoint.pt",
+        splits=lambda wc: f"{RESULTS}/{truth_dataset()}/splits.parquet",
+    output:
+        table=f"{RESULTS}/truth/causal.parquet",
+    log:
+        "logs/truth/causal.log",
+    benchmark:
+        "logs/benchmarks/truth/causal.tsv"
+    params:
+        base=lambda wc: truth_recipe(config),
+        units=lambda wc: TRUTH["units"],
+        images=lambda wc: CAUSAL.get("images", 32),
+        min_effect=lambda wc: CAUSAL.get("min_effect", 0.2),
+        seed=lambda wc: CAUSAL.get("seed", 0),
+        random_seed=lambda wc: TRUTH["random_seed"],
+        reader=lambda wc: reader_kind(truth_dataset()),
+        threads=config["threads"],
+        code=code("truth_causal"),
+    threads: config["threads"]
+    resources:
+        **rule_resources("truth_explain"),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/truth_causal.py"
+
+
 def truth_outputs(wildcards):
     if not TRUTH:
         raise WorkflowError("the config has no 'truth:' block; see config.yaml and docs/truth.md")
-    return list(rules.truth_grade.output)
+    causal = [rules.truth_causal.output.table] if DATASETS[truth_dataset()]["kind"] == "world" else []
+    return list(rules.truth_grade.output) + causal
 
 
 rule truth:

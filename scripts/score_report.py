@@ -42,7 +42,9 @@ def main(snakemake):
     sims = {n: read_table(f, "simulation table") for n, f in zip(p.simulators, inp.simulations)}
     ti = read_table(inp.top_impact, "Top Impact table")
     pure = read_table(inp.pure, "PURE summary") if "pure" in inp.keys() else None
-    table = summary_table(formulas, linear, sims, ti, pure, _neuroneval(formulas, linear, inp, p.sources))
+    causal = {k: read_table(getattr(inp, k), f"causal {k} table") if k in inp.keys() else None
+              for k in ("efficacy", "paste")}
+    table = summary_table(formulas, linear, sims, ti, pure, _neuroneval(formulas, linear, inp, p.sources), **causal)
     meta = {"model": w.model, "dataset": w.dataset, "layer": w.layer, "simulators": list(p.simulators)}
     write_table(table, out.table, meta)
     metrics = metrics_json(table)

@@ -56,3 +56,12 @@ def test_the_checks_metrics_table_and_figure_are_written(truth):
 def test_nothing_to_do_after_truth(tiny_run, truth):
     out = snakemake_truth(tiny_run[0], "--dry-run").stdout
     assert "Nothing to be done" in out
+
+
+def test_the_planted_concepts_are_rendered_in_and_out_of_their_units(truth):
+    c = pd.read_parquet(truth / "causal.parquet")
+    assert set(c["variant"]) == {"planted", "random"} and len(c) == 10
+    planted = c[c["variant"] == "planted"].set_index(["layer", "unit"])
+    assert planted.loc[("layer3", 0), "concepts"].tolist() == ["red"]
+    assert sorted(planted.loc[("layer4", 2), "concepts"]) == ["lava", "night"]  # scenes toggle too
+    assert (c["n_concepts"] > 0).all() and c["effect"].notna().all()

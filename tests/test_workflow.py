@@ -27,6 +27,7 @@ EXPLAIN_JOBS = {"explain": 6, "merge_explanations": 3}  # 3 methods x 2 shards o
 # layer4: LE(label), LE(world_siglip); simulation and Top Impact in 2 shards each, then merges
 LINEAR_JOBS = {"linear": 2, "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1,
                "area_chart": 1}
+CAUSAL_JOBS = {"causal": 1}  # layer4's counterfactuals read its explanations
 LATE_JOBS = {"relevance": 2, "merge_relevance": 1, "pure": 1, "score_report": 1,
              "unit_pages": 1, "headlines": 1}  # PURE of layer4 (2 shards of relevances), the report, headlines
 # tiny.yaml is merged over config.yaml, so config.yaml's world_vit is trained too
@@ -78,13 +79,14 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
     original = tiny.read_text()
     try:
         tiny.write_text(original.replace("units_per_row_group: 8", "units_per_row_group: 4"))
-        assert _scheduled(workflow) == {"activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **LATE_JOBS, "all": 1}
+        assert _scheduled(workflow) == {"activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **LATE_JOBS,
+                                        "all": 1}
         tiny.write_text(original.replace("epochs: 1,", "epochs: 3,"))  # the world model's (VLMs train 2 or 12)
         assert _scheduled(workflow) == {"train_model": 1, "model": 1, "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS,
-                                        **LATE_JOBS, "all": 1}
+                                        **CAUSAL_JOBS, **LATE_JOBS, "all": 1}
         tiny.write_text(original.replace("k: 3,", "k: 4,"))  # one method's setting: its jobs only
         assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 2, "merge_simulation": 1,
-                                        "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
+                                        **CAUSAL_JOBS, "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
         tiny.write_text(original.replace("top: 10", "top: 12"))  # PURE's setting: PURE and the report only
         assert _scheduled(workflow) == {**LATE_JOBS, "all": 1}
     finally:
@@ -100,7 +102,8 @@ def test_code_change_reruns_only_rules_that_import_it(workflow):
         assert _scheduled(workflow) == {}
         module.write_text(original + "\n\ndef _new_helper():\n    return 1\n")
         # explain reads activation tables through this module too
-        assert _scheduled(workflow) == {"activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **LATE_JOBS, "all": 1}
+        assert _scheduled(workflow) == {"activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **LATE_JOBS,
+                                        "all": 1}
     finally:
         module.write_text(original)
     world = workflow / "src/nexplain/data/world.py"
@@ -110,7 +113,8 @@ def test_code_change_reruns_only_rules_that_import_it(workflow):
         # the world feeds everything downstream
         assert _scheduled(workflow) == {"world": 1, "concepts": 1, "geometry": 1, "train_model": 1, "model": 1,
                                         "splits": 1, "label_matrix": 1, **VLM_JOBS,
-                                        "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **LATE_JOBS, "all": 1}
+                                        "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **LATE_JOBS,
+                                        "all": 1}
     finally:
         world.write_text(original)
 

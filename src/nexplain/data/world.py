@@ -151,11 +151,12 @@ def _place(rng, objects, n, idx):
         r = rng.uniform(9 * s, 20 * s, len(objects))  # 18-40 px diameter at 112 px
         x, y = rng.uniform(r, n - r, (2, len(objects)))
         angle = np.deg2rad(rng.uniform(-15, 15, len(objects)))
-        owner, part, rgb, areas = render.paint(objects, list(zip(x, y, r, angle)), n, COLORS)
+        layout = list(zip(x, y, r, angle))
+        owner, part, rgb, areas = render.paint(objects, layout, n, COLORS)
         owner_m = owner[np.ix_(idx, idx)]
         if all((owner == k).sum() >= _MIN_VISIBLE * a and (owner_m == k).sum() >= _MIN_MASK_PIXELS
                for k, a in enumerate(areas, start=1)):
-            return owner, part, rgb
+            return layout
     raise RuntimeError(f"could not place {len(objects)} visible objects at image_size {n}")
 
 
@@ -180,16 +181,45 @@ class Sample(NamedTuple):
     part: np.ndarray    # (m, m) uint8: 1 border, 2 core
 
 
-def make_sample(seed: int, i: int, cls: int, image_size: int, mask_size: int) -> Sample:
-    """Image i of the world, given its class; depends on (seed, i) only, not on n_images."""
+class Spec(NamedTuple):
+    """Everything that fixes image i: its content, where each object lies, the background
+    drawn for its scene and the pixel noise. Editing the content and rendering again
+    changes only the pixels the edit touches (nexplain.causal.edits)."""
+    scene: str
+    objects: list[Obj]  # in draw order
+    layout: list        # (x, y, r, angle) per object
+    background: np.ndarray  # (n, n, 3) float
+    noise: np.ndarray       # (n, n, 3) float
+    mask_size: int
+
+
+def make_spec(seed: int, i: int, cls: int, image_size: int, mask_size: int) -> Spec:
+    """Image i's spec, given its class; depends on (seed, i) only, not on n_images."""
     rng = np.random.default_rng([seed, i])
     scene, objects = _sample_content(rng, cls)
-    idx = ((np.arange(mask_size) + 0.5) * image_size / mask_size).astype(int)  # mask cell centres
-    image = render.background(rng, scene, image_size)
-    owner, part, rgb = _place(rng, objects, image_size, idx)
-    image = np.where(owner[..., None] > 0, rgb, image) + rng.normal(0, 3, image.shape)
+    idx = _cell_centres(image_size, mask_size)
+    background = render.background(rng, scene, image_size)
+    layout = _place(rng, objects, image_size, idx)
+    noise = rng.normal(0, 3, background.shape)
+    return Spec(scene, objects, layout, background, noise, mask_size)
+
+
+def _cell_centres(image_size: int, mask_size: int) -> np.ndarray:
+    return ((np.arange(mask_size) + 0.5) * image_size / mask_size).astype(int)
+
+
+def render_spec(spec: Spec) -> Sample:
+    n = spec.background.shape[0]
+    idx = _cell_centres(n, spec.mask_size)
+    owner, part, rgb, _ = render.paint(spec.objects, spec.layout, n, COLORS)
+    image = np.where(owner[..., None] > 0, rgb, spec.background) + spec.noise
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    return Sample(image, scene, objects, owner[np.ix_(idx, idx)], part[np.ix_(idx, idx)])
+    return Sample(image, spec.scene, spec.objects, owner[np.ix_(idx, idx)], part[np.ix_(idx, idx)])
+
+
+def make_sample(seed: int, i: int, cls: int, image_size: int, mask_size: int) -> Sample:
+    """Image i of the world, given its class; depends on (seed, i) only, not on n_images."""
+    return render_spec(make_spec(seed, i, cls, image_size, mask_size))
 
 
 # ---------------------------------------------------------------- writing

@@ -9,6 +9,9 @@ One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) 
 - `simulation`: correlation and ablation scores per explainer and simulator (docs/methods.md);
 - `top_impact`: TI(beta) over the units where it was computed;
 - `pure`: the per-earlier-layer distance correlations (docs/methods.md);
+- `causal`: per explainer, the mean signed effect on each unit of rendering its explanation's
+  concepts in and out, and the share of units it moves (docs/causal.md), beside a random-concept row;
+- `copy_paste`: the flip rate of pasting each class's explained concepts, and of random ones;
 - `neuroneval`: NeuronEval's passing metrics (Pearson, cosine, AUPRC, F1, IoU) of each
   explainer's predicted concept activation against the unit's, over every explained unit.
 Means skip dead units and undefined (NaN) scores; `n` says how many entered. A per-unit table
@@ -34,7 +37,8 @@ def _row(section, method, simulator, metric, values) -> tuple:
 
 def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
                   simulations: dict[str, pd.DataFrame], top_impact: pd.DataFrame | None = None,
-                  pure: pd.DataFrame | None = None, neuroneval: pd.DataFrame | None = None) -> pd.DataFrame:
+                  pure: pd.DataFrame | None = None, neuroneval: pd.DataFrame | None = None,
+                  efficacy: pd.DataFrame | None = None, paste: pd.DataFrame | None = None) -> pd.DataFrame:
     """The long score table; `formulas` {netdissect|coex|clustered: table}, `linear`
     {le_<source>: table}, `simulations` {simulator: table}."""
     rows = []
@@ -62,6 +66,11 @@ def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFr
             rows.append(("pure", r.layer, "", "corr", float(r.corr_mean), float(r.corr_std), int(r.units)))
             rows.append(("pure", r.layer, "", "baseline", float(r.baseline_mean), np.nan, int(r.units)))
             rows.append(("pure", r.layer, "", "ceiling", float(r.ceiling_mean), np.nan, int(r.units)))
+    if efficacy is not None:
+        for name, part in efficacy[efficacy["n_concepts"] > 0].groupby("method", sort=False):
+            rows += [_row("causal", name, "", "effect", part["effect"]), _row("causal", name, "", "moved", part["moved"])]
+    if paste is not None and len(paste):
+        rows += [_row("copy_paste", "paste", "", m, paste[m]) for m in ("flip_explained", "flip_random")]
     if neuroneval is not None:
         for name, part in neuroneval.groupby("method", sort=False):
             rows += [_row("neuroneval", name, "", m, part[m]) for m in NEURONEVAL]

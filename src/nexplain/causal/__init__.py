@@ -1,0 +1,1 @@
+"""Counterfactuals rendered by the world: causal efficacy of explanations, copy-paste flips."""
