@@ -49,7 +49,7 @@ def test_every_job_has_one_finished_child_run(repo):
                      "explain": 6, "merge_explanations": 3, "splits": 1, "label_matrix": 1, "linear": 2,
                      "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1, "area_chart": 1,
                      "captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1,
-                     "relevance": 2, "merge_relevance": 1, "pure": 1,
+                     "relevance": 2, "merge_relevance": 1, "pure": 1, "causal": 1,
                      "score_report": 1, "unit_pages": 1, "headlines": 1}
 
 
@@ -118,7 +118,7 @@ def test_a_code_change_through_dvc_reruns_only_what_uses_it(repo):
     proc = dvc(wf, "repro")
     # the merged tables are rewritten, so the simulation that reads them reruns too
     assert _jobs(proc.stdout + proc.stderr) == {"explain": 6, "merge_explanations": 3, "simulate": 2,
-                                                "merge_simulation": 1,
+                                                "merge_simulation": 1, "causal": 1,
                                                 "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
     assert "Data and pipelines are up to date" in dvc(wf, "status").stdout
 

@@ -59,7 +59,7 @@ def test_explanations_are_scored_by_their_signed_concepts(world):
     linear = pd.DataFrame({"unit": [0], "concepts": [["red", "blue"]], "weights": [[0.8, -0.1]], "dead": [False]})
     assert explanation_efficacy("le", "linear", linear, effects, names)["signs"].iloc[0] == [1.0, -1.0]
     base = random_baseline(e, effects, seed=0)
-    assert base["method"].iloc[0] == "random (coex)" and base["n_concepts"].tolist() == e["n_concepts"].tolist()
+    assert base["method"].iloc[0] == "random" and base["n_concepts"].tolist() == e["n_concepts"].tolist()
 
 
 def test_planted_units_are_scored_by_their_own_concepts(world):

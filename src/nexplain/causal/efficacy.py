@@ -105,8 +105,8 @@ def explanation_efficacy(method: str, kind: str, table: pd.DataFrame, effects: p
 
 def random_baseline(efficacy: pd.DataFrame, effects: pd.DataFrame, seed: int = 0,
                     min_effect: float = MIN_EFFECT) -> pd.DataFrame:
-    """The same rows with each explanation's concepts replaced by random renderable ones
-    (same count, same signs): what naming concepts at random would score."""
+    """Method `random`: the same rows with each explanation's concepts replaced by random
+    renderable ones (same count, same signs): what naming concepts at random would score."""
     rng = np.random.default_rng(seed)
     pool = list(effects.index)
     rows = []
@@ -115,7 +115,7 @@ def random_baseline(efficacy: pd.DataFrame, effects: pd.DataFrame, seed: int = 0
         vals = [s * effects.at[c, r.unit] for c, s in zip(picks, r.signs)]
         vals = [v for v in vals if np.isfinite(v)]
         effect = float(np.mean(vals)) if vals else np.nan
-        rows.append({"method": f"random ({r.method})", "unit": r.unit, "concepts": picks, "signs": list(r.signs),
+        rows.append({"method": "random", "unit": r.unit, "concepts": picks, "signs": list(r.signs),
                      "n_concepts": len(vals), "effect": effect,
                      "moved": bool(np.isfinite(effect) and effect >= min_effect)})
     return pd.DataFrame(rows, columns=efficacy.columns)
