@@ -41,6 +41,7 @@ STAGES = [
     ("simulation, Top Impact, area charts",
      ["simulate", "merge_simulation", "top_impact", "merge_top_impact", "area_chart"]),
     ("PURE: relevances, circuits, figures", ["relevance", "merge_relevance", "pure"]),
+    ("counterfactuals: causal efficacy, copy-paste", ["causal"]),
     ("score reports, unit pages, headlines", ["score_report", "unit_pages", "headlines"]),
 ]
 

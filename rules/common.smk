@@ -91,6 +91,8 @@ def model_weights(wildcards):
                 "metrics": f"{RESULTS}/models/{wildcards.model}/metrics.json"}
     if m["source"] == "checkpoint":
         return {"checkpoint": local(m["path"])}
+    if m.get("vlm") and VLMS[m["vlm"]]["source"] == "train":  # a `source: vlm` image tower
+        return {"checkpoint": f"{RESULTS}/vlms/{m['vlm']}/open_clip_model.safetensors"}
     return {}
 
 

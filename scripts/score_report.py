@@ -50,7 +50,8 @@ def main(snakemake):
     metrics = metrics_json(table)
     write_text(out.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     first = p.simulators[0]
-    write_table(unit_table(formulas, linear, sims[first], ti), out.units, {**meta, "simulator": first})
+    write_table(unit_table(formulas, linear, sims[first], ti, efficacy=causal["efficacy"]), out.units,
+                {**meta, "simulator": first})
     method_bars(out.methods, table, w.layer)
     corr_vs_ablation(out.scatter, sims[first], w.layer, first)
     top_impact_curve(out.top_impact, ti, w.layer)

@@ -180,6 +180,19 @@ def test_concept_sets_are_relative_to_the_workdir(config, tmp_path):
     check_plan(config, "c.yaml", tmp_path)
 
 
+def test_a_vlm_image_tower_is_a_model_and_the_vit_config_merges(config):
+    from snakemake.utils import update_config
+
+    vit = copy.deepcopy(config)
+    update_config(vit, yaml.safe_load(open("configs/vit.yaml")))
+    check_plan(validate_config(vit, "configs/vit.yaml"), "configs/vit.yaml")  # the MLP layer exists
+    assert vit["models"]["world_vit_image"] == {"source": "open_clip", "name": "nexplain-world-vit", "vlm": "world_vit",
+                                                "pretrained": "results/vlms/world_vit/open_clip_model.safetensors"}
+    validate_config(vit)  # resolved entries validate again (jobs re-read the config)
+    config["models"]["tower"] = {"source": "vlm", "vlm": "siglip"}
+    _raises(config, "key 'models.tower.vlm': 'siglip' is not defined; valid choices: world_siglip, world_vit")
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["extract"]["targets"][0]["layers"].append("layer5"),
      "c.yaml: key 'extract.targets.0.layers.4': model 'resnet18_world': unknown layer 'layer5' of ResNet; "

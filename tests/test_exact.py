@@ -89,6 +89,7 @@ def test_exact_search_never_below_the_beam_and_an_incumbent_changes_nothing():
 def test_atoms_count_every_concept_and_bitmap_exactly():
     rng = np.random.default_rng(5)
     masks, level = random_concepts(rng, 9, 10, 7, 5)
+    masks[:, 0], level[:, 0] = False, False  # an image with no concept: its cells are the empty atom
     store = ConceptStore.from_dense(masks, level)
     atoms = Atoms.from_store(store)
     assert np.array_equal(atoms.member.T @ atoms.cells, store.sizes)
@@ -96,8 +97,9 @@ def test_atoms_count_every_concept_and_bitmap_exactly():
     dense = rng.random((10, 7, 5)) < 0.3
     a = atoms.count(Bitmap.from_dense(dense))
     assert np.array_equal(atoms.member.T @ a, [np.count_nonzero(m & dense) for m in masks])
-    # atoms are distinct concept sets
-    assert len(np.unique(atoms.member, axis=0)) == atoms.n_atoms
+    # atoms are distinct concept sets; a bitmap reaching images with no concept counts there too
+    assert np.array_equal(atoms.count(Bitmap.from_dense(np.ones((10, 7, 5), bool))), atoms.cells)
+    assert len(np.unique(atoms.member.toarray(), axis=0)) == atoms.n_atoms
 
 
 def test_exact_search_dead_and_untouched_units():

@@ -184,3 +184,12 @@ def test_dead_and_unexplained_units_read_as_words(tables, images, tmp_path, monk
     monkeypatch.setattr("nexplain.report.range_figures._figure", lambda path, title, rows, *a: labels.extend(rows))
     ranges_figure(tmp_path / "r.png", formulas["clustered"], 0, *_maps(), images)
     assert labels[2]["label"] == "range 2: (2, 3]\n(none)\nIoU \u2013, 10 cells\n[empty]"
+
+
+def test_unit_table_carries_each_explanations_causal_effect(tables):
+    formulas, linear, sims, ti, _ = tables
+    efficacy = pd.DataFrame({"method": ["netdissect", "netdissect", "le_label", "random"], "unit": [0, 1, 0, 0],
+                             "effect": [0.5, np.nan, 1.5, 0.1]})
+    t = unit_table(formulas, linear, sims["label"], ti, efficacy=efficacy).set_index("unit")
+    assert t.loc[0, "netdissect_effect"] == 0.5 and np.isnan(t.loc[1, "netdissect_effect"])
+    assert t.loc[0, "le_label_effect"] == 1.5 and "random_effect" not in t.columns  # not an explainer of the layer

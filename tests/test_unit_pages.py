@@ -161,3 +161,16 @@ def test_the_check_catches_a_broken_image(tmp_path):
     assert info["images"] == 3 and info["tables"] == 1 and info["steps"] == [False]
     assert info["broken"] == ["missing.png", ""]
     assert sorted(p.name for p in site.iterdir()) == ["broken.html", "ok.png"]  # nothing written beside it
+
+
+def test_causal_effects_show_where_rule_causal_ran(report, tmp_path):
+    units = report["units"].assign(netdissect_effect=[0.625, np.nan], clustered_effect=[1.25, np.nan],
+                                   le_label_effect=[0.375, np.nan])
+    out = tmp_path / "with_effects"
+    write_pages(out, units, report["scores"], [0, 1], NAMES, "label", report["figs"], report["layer"],
+                report["pure"], title="t", source="units.parquet")
+    page = (out / "unit_0000.html").read_text()
+    assert "<th>causal effect</th>" in page and '<td class="num">0.625</td>' in page
+    assert "causal effect of the highest range's concepts: 1.25" in page
+    assert "netdissect causal effect" in (out / "index.html").read_text()
+    assert "causal effect" not in (report["out"] / "unit_0000.html").read_text()  # not without the rule

@@ -44,7 +44,24 @@ def validate_config(config: dict, source: str = "config") -> dict:
         e = errors[0]
         raise ConfigError(_one_line(f"{source}: key '{_key(e.absolute_path)}': {e.message}{_explained(e)}"))
     _check_references(config, source)
+    _image_towers(config)
     return config
+
+
+def _image_towers(config: dict) -> None:
+    """`source: vlm` models become the open_clip spec of that VLM's image tower, in place: a VLM
+    trained here is read from its checkpoint under results/, which the model step then needs."""
+    vlms = config.get("vlms") or {}
+    for name, m in config["models"].items():
+        if m["source"] != "vlm":
+            continue
+        v = vlms[m["vlm"]]
+        if v["source"] == "train":
+            ckpt = f"{config['results']}/vlms/{m['vlm']}/open_clip_model.safetensors"
+            config["models"][name] = {"source": "open_clip", "name": v["arch"], "pretrained": ckpt, "vlm": m["vlm"]}
+        else:
+            config["models"][name] = {"source": "open_clip", "name": v["name"], "pretrained": v.get("pretrained"),
+                                      "vlm": m["vlm"]}
 
 
 def _one_line(text: str) -> str:
@@ -85,6 +102,9 @@ def _check_references(config: dict, source: str) -> None:
             _must_name(m["train"]["dataset"], datasets, f"models.{name}.train.dataset", source)
             _check_low_res(m["train"], f"models.{name}.train", source)
     vlms = config.get("vlms") or {}
+    for name, m in models.items():
+        if m["source"] == "vlm":
+            _must_name(m["vlm"], vlms, f"models.{name}.vlm", source)
     for name, v in vlms.items():
         if v["source"] == "train":
             key = f"vlms.{name}.train.dataset"

@@ -5,7 +5,10 @@ sizes, and its overlap with a unit's bitmap A a sum of A's cells per atom. The e
 search (`exact.py`) counts with a (G, C) membership matrix instead of reading masks:
 G atoms is at most the number of distinct (image, concept set) pairs, a few per image.
 
-`Atoms.label` maps every cell to its atom (uint16 while G < 65536): 2 bytes a cell.
+No per-cell table is kept. A cell's code is the bit pattern of which of its image's k
+concepts hold there (the image's pairs in concept order); images with the same k form a
+group, and a group keeps its sorted (image, code) keys and their atoms. Counting A's cells
+reads the concept rows of A's images again, as `ConceptStore.pair_counts` does.
 """
 
 from __future__ import annotations
@@ -19,54 +22,86 @@ from nexplain.compositional.masks import Bitmap, ConceptStore
 from nexplain.data.concepts import BITORDER
 
 UNPACK_CELLS = 1 << 21  # cells x concepts unpacked at once: 2 MB of bools, ~20 MB of temporaries
-WORD = 62               # concept bits per int64 code word (the sign bit stays clear)
+WORD = 62               # concept bits per int64 code (the sign bit and one spare stay clear)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Images with k concept pairs each: sorted keys (position in `images` << k | code) -> atom."""
+    k: int
+    images: np.ndarray  # sorted image ids
+    keys: np.ndarray    # sorted int64
+    atoms: np.ndarray   # global atom of each key
 
 
 @dataclass(frozen=True)
 class Atoms:
-    member: np.ndarray  # (G, C) float64 0/1: concept c holds on atom g (float: counts go through BLAS)
+    member: object      # (G, C) scipy CSR, float64 0/1: concept c holds on atom g (an atom holds a few)
     cells: np.ndarray   # (G,) float64: cells of each atom in the whole dataset
-    label: np.ndarray   # (N, H*W) atom of every cell
+    groups: tuple       # _Group per k > 0 (and per block of images, so keys fit one int64)
+    empty: int          # the atom of cells holding no concept
+    _store: object      # weakref to the ConceptStore: the atoms are cached per store
+
+    @property
+    def store(self) -> ConceptStore:
+        return self._store()
 
     @classmethod
     def from_store(cls, store: ConceptStore) -> Atoms:
-        n, hw, n_c = store.n_images, store.shape[0] * store.shape[1], store.n_concepts
-        label = np.zeros((n, hw), np.int32)  # local atom ids, then global ones
-        k = np.diff(store.img_ptr)
-        sets = [np.zeros((1, -(-n_c // 64)), np.uint64)]  # local atom 0: the empty set (images with no concept)
-        sizes = [np.array([(k == 0).sum() * hw])]
-        offset = 1
-        for size in np.unique(k[k > 0]):
-            imgs = np.flatnonzero(k == size)
-            step = max(1, UNPACK_CELLS // (max(size, 8) * hw))  # the int64 codes are 8 bytes a cell
-            for s in range(0, len(imgs), step):
-                ids = imgs[s:s + step]
-                local, bitsets = _local_atoms(store, ids, int(size))
-                label[ids] = local + offset
-                sets.append(bitsets)
-                sizes.append(np.bincount(local.ravel(), minlength=len(bitsets)))
-                offset += len(bitsets)
-        sets = np.concatenate(sets)
+        n_c, hw = store.n_concepts, store.shape[0] * store.shape[1]
+        if store.n_concepts and np.diff(store.img_ptr).max(initial=0) > WORD:
+            raise NotImplementedError(f"an image holds more than {WORD} concepts: the exact search's "
+                                      "cell codes are one int64 word")
+        k_of = np.diff(store.img_ptr)
+        words = -(-n_c // 64)
+        sets = [np.zeros((1, words), np.uint64)]  # the empty set, always an atom
+        sizes = [np.array([0])]
+        parts = []  # (k, images, keys, index into `sets` order)
+        blocks = [(k, images[b:b + (1 << (WORD - k))]) for k in np.unique(k_of[k_of > 0]).tolist()
+                  for images in [np.flatnonzero(k_of == k)] for b in range(0, len(images), 1 << (WORD - k))]
+        for k, images in blocks:  # position << k | code stays below 2**62
+            keys, counts = [], []
+            for s, ids in _chunks(images, k, hw):
+                code, on = _codes(store, ids, k)
+                key = ((np.arange(len(ids)) + s)[:, None] << k | code).ravel()
+                u, c = np.unique(key, return_counts=True)
+                keys.append(u)
+                counts.append(c)
+            keys, counts = np.concatenate(keys), np.concatenate(counts)
+            sets.append(_bitsets(store, images, k, keys, words))
+            sizes.append(counts)
+            parts.append((k, images, keys))
+        sets, sizes = np.concatenate(sets), np.concatenate(sizes)
         uniq, to_global = np.unique(sets, axis=0, return_inverse=True)
-        g = len(uniq)
-        to_global = to_global.ravel().astype(np.uint16 if g < 1 << 16 else np.int32)
-        out = np.empty(label.shape, to_global.dtype)
-        step = max(1, UNPACK_CELLS // hw)  # fancy indexing widens its index to int64: chunk it
-        for s in range(0, n, step):
-            out[s:s + step] = to_global[label[s:s + step]]
-        label = out
-        member = np.unpackbits(uniq.view(np.uint8), axis=1, bitorder="little")[:, :n_c].astype(np.float64)
-        cells = np.bincount(to_global.ravel(), weights=np.concatenate(sizes), minlength=g)
-        return cls(member, cells, label)
+        to_global = to_global.ravel()
+        from scipy.sparse import csr_matrix
+
+        member = csr_matrix(np.unpackbits(uniq.view(np.uint8), axis=1, bitorder="little")[:, :n_c].astype(np.float64))
+        empty = int(to_global[0])
+        cells = np.bincount(to_global, weights=sizes, minlength=len(uniq))
+        cells[empty] += (k_of == 0).sum() * hw
+        groups, at = [], 1
+        for k, images, keys in parts:
+            groups.append(_Group(k, images, keys, to_global[at:at + len(keys)]))
+            at += len(keys)
+        return cls(member, cells, tuple(groups), empty, weakref.ref(store))
 
     @property
-    def sparse(self):
-        """`member` as a CSR matrix: an atom holds a few concepts, so products cost G x those."""
-        hit = self.__dict__.get("_sparse")
+    def columns(self):
+        """`member` as CSC: each concept's atoms."""
+        hit = self.__dict__.get("_columns")
         if hit is None:
-            from scipy.sparse import csr_matrix
-            hit = csr_matrix(self.member)
-            object.__setattr__(self, "_sparse", hit)
+            hit = self.member.tocsc()
+            object.__setattr__(self, "_columns", hit)
+        return hit
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """(C, C) float64: |c and d| over the dataset."""
+        hit = self.__dict__.get("_pairs")
+        if hit is None:
+            hit = (self.member.T @ self.member.multiply(self.cells[:, None]).tocsr()).toarray()
+            object.__setattr__(self, "_pairs", hit)
         return hit
 
     @property
@@ -76,42 +111,57 @@ class Atoms:
     def count(self, A: Bitmap) -> np.ndarray:
         """(G,) float64: cells of A in each atom."""
         out = np.zeros(self.n_atoms, np.float64)
-        hw = self.label.shape[1]
-        step = max(1, UNPACK_CELLS // hw)
-        for s in range(0, len(A.ids), step):
-            on = np.unpackbits(A.rows[s:s + step], axis=1, count=hw, bitorder=BITORDER).view(bool)
-            out += np.bincount(self.label[A.ids[s:s + step]][on], minlength=self.n_atoms)
+        hw = self.store.shape[0] * self.store.shape[1]
+        covered = np.zeros(len(A.ids), bool)
+        for g in self.groups:
+            pos = np.searchsorted(g.images, A.ids)
+            hit = np.flatnonzero((pos < len(g.images)) & (g.images[np.minimum(pos, len(g.images) - 1)] == A.ids))
+            covered[hit] = True
+            for s, rows in _chunks(hit, g.k, hw):
+                code, _ = _codes(self.store, A.ids[rows], g.k)
+                on = np.unpackbits(A.rows[rows], axis=1, count=hw, bitorder=BITORDER).view(bool)
+                key = (pos[rows][:, None] << g.k | code)[on]
+                out += np.bincount(g.atoms[np.searchsorted(g.keys, key)], minlength=self.n_atoms)
+        if not covered.all():  # images with no concept: every cell is the empty atom
+            from nexplain.compositional.masks import popcount_rows
+            out[self.empty] += popcount_rows(A.rows[~covered]).sum()
         return out
 
 
-def _local_atoms(store: ConceptStore, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images `ids`, each with k (concept, image) pairs: per cell a local atom id, and per
-    local atom its concept set as a bitset over all concepts, (L, ceil(C/64)) uint64."""
+def _chunks(items: np.ndarray, k: int, hw: int):
+    """(offset, slice of items) of a size whose codes and unpacked bits stay small."""
+    step = max(1, UNPACK_CELLS // (max(k, 8) * hw))  # the int64 codes are 8 bytes a cell
+    for s in range(0, len(items), step):
+        yield s, items[s:s + step]
+
+
+def _codes(store: ConceptStore, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, H*W) int64 code of every cell of images `ids` (k pairs each), and their pairs."""
     hw = store.shape[0] * store.shape[1]
     pairs = store.img_pairs[store.img_ptr[ids][:, None] + np.arange(k)]  # (m, k), concept order
-    concept, row = store.pair_concept[pairs], store.pair_row[pairs]
-    on = np.ones((len(ids), k, hw), bool)  # image-level pairs (row -1) cover every cell
-    pix = row >= 0
-    if pix.any():
-        on[pix] = np.unpackbits(store.bits[row[pix]], axis=1, count=hw, bitorder=BITORDER).view(bool)
-    words = -(-k // WORD)
-    code = np.zeros((len(ids), hw, words + 1), np.int64)
-    code[:, :, 0] = np.arange(len(ids))[:, None]  # local atoms never span images
+    row = store.pair_row[pairs]
+    code = np.zeros((len(ids), hw), np.int64)
     for j in range(k):
-        code[:, :, 1 + j // WORD] |= on[:, j, :].astype(np.int64) << (j % WORD)
-    flat = code.reshape(-1, words + 1)
-    if words == 1 and len(ids) < 1 << (WORD - k):  # the usual case: one int64 key per cell
-        keys, inverse = np.unique((flat[:, 0] << k) | flat[:, 1], return_inverse=True)
-        uniq = np.stack([keys >> k, keys & ((1 << k) - 1)], axis=1)
-    else:
-        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
-    bitsets = np.zeros((len(uniq), -(-store.n_concepts // 64)), np.uint64)
-    img = uniq[:, 0]
+        r = row[:, j]
+        bits = np.ones((len(ids), hw), bool)  # image-level pairs (row -1) cover every cell
+        pix = r >= 0
+        if pix.any():
+            bits[pix] = np.unpackbits(store.bits[r[pix]], axis=1, count=hw, bitorder=BITORDER).view(bool)
+        code |= bits.astype(np.int64) << j
+    return code, pairs
+
+
+def _bitsets(store: ConceptStore, images: np.ndarray, k: int, keys: np.ndarray, words: int) -> np.ndarray:
+    """The concept set of each key of a group, as a bitset over all concepts."""
+    pos, code = keys >> k, keys & ((1 << k) - 1)
+    concept = store.pair_concept[store.img_pairs[store.img_ptr[images[pos]][:, None] + np.arange(k)]]
+    out = np.zeros((len(keys), words), np.uint64)
+    rows = np.arange(len(keys))
     for j in range(k):
-        has = ((uniq[:, 1 + j // WORD] >> (j % WORD)) & 1).astype(np.uint64)
-        c = concept[img, j]
-        bitsets[np.arange(len(uniq)), c // 64] |= has << (c % 64).astype(np.uint64)
-    return inverse.reshape(len(ids), hw), bitsets
+        has = ((code >> j) & 1).astype(np.uint64)
+        c = concept[:, j]
+        out[rows, c // 64] |= has << (c % 64).astype(np.uint64)
+    return out
 
 
 _ATOMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -51,14 +51,13 @@ class _Search:
 
     def __init__(self, A: Bitmap, store: ConceptStore, atoms: Atoms, length: int, penalty):
         self.store, self.atoms, self.length, self.penalty = store, atoms, length, penalty
-        self.S = atoms.member
         self.a = atoms.count(A)
         self.total = float(A.count())
-        self.sizes = self.S.T @ atoms.cells      # = store.sizes, from atoms
-        self.nz = np.flatnonzero(self.a)         # A's atoms: few, wherever A is small
-        Sa = self.S[self.nz]
+        self.sizes = atoms.member.T @ atoms.cells  # = store.sizes, from atoms
+        self.nz = np.flatnonzero(self.a)           # A's atoms: few, wherever A is small
+        self.Sa = Sa = atoms.member[self.nz].toarray()
         self.Z = self.a[self.nz] @ Sa            # |A and c|
-        self.K = _pair_counts(atoms)             # |c and d|, unit-independent
+        self.K = atoms.pairs                     # |c and d|, unit-independent
         self.KA = (Sa * self.a[self.nz, None]).T @ Sa
         self.best: Scored | None = None
         self.visited = 0
@@ -85,14 +84,6 @@ class _Search:
             new = Scored(formula_at(i), float(ious[i]), float(scores[i]))
             if self.best is None or (rank(new), new.formula.written) < (rank(self.best), self.best.formula.written):
                 self.best = new
-
-
-def _pair_counts(atoms: Atoms) -> np.ndarray:
-    hit = getattr(atoms, "_pairs", None)
-    if hit is None:
-        hit = (atoms.member * atoms.cells[:, None]).T @ atoms.member
-        object.__setattr__(atoms, "_pairs", hit)  # unit-independent: once per dataset
-    return hit
 
 
 def _level2(s: _Search):
@@ -192,10 +183,10 @@ def _generic_bounds(s: _Search, n: np.ndarray, i: np.ndarray, depth: int, r: int
 
 def _expand(s: _Search, prefixes: list[Formula], masks: np.ndarray) -> None:
     """Count every child of the prefixes exactly; recurse where the subtree can still win."""
-    S, Z, sz = s.S, s.Z, s.sizes
+    Z, sz = s.Z, s.sizes
     nP, iP = masks @ s.atoms.cells, masks[:, s.nz] @ s.a[s.nz]
-    X = (s.atoms.sparse.T @ (masks * s.atoms.cells).T).T
-    Y = (masks[:, s.nz] * s.a[s.nz]) @ S[s.nz]
+    X = (s.atoms.member.T @ (masks * s.atoms.cells).T).T
+    Y = (masks[:, s.nz] * s.a[s.nz]) @ s.Sa
     n = np.stack([nP[:, None] + sz - X, X, nP[:, None] - X], axis=1)   # (B, 3, C)
     i = np.stack([iP[:, None] + Z - Y, Y, iP[:, None] - Y], axis=1)
     ok = np.ones(n.shape, bool)
@@ -216,9 +207,14 @@ def _expand(s: _Search, prefixes: list[Formula], masks: np.ndarray) -> None:
             lambda idx: _child_masks(s, masks[idx[0]], idx[1], idx[2]))
 
 
+def _columns(s: _Search, c: np.ndarray) -> np.ndarray:
+    """(len(c), G) 0/1 atom masks of concepts c."""
+    return s.atoms.columns[:, c].T.toarray()
+
+
 def _child_masks(s: _Search, m: np.ndarray, op: np.ndarray, c: np.ndarray) -> np.ndarray:
     """(B, G) atom masks of `m[j] OPS[op[j]] c[j]`."""
-    col = s.S[:, c].T
+    col = _columns(s, c)
     return np.where((op == 0)[:, None], np.maximum(m, col), m * np.where((op == 1)[:, None], col, 1 - col))
 
 
@@ -290,7 +286,7 @@ def exact_search(A: Bitmap, store: ConceptStore, length: int = 3, penalty: float
             else:
                 bound = np.where(valid, _generic_bounds(s, n2, i2, 2, length - 2), -1.0)
             _branch(s, bound, lambda t: leaf(t[1]).extend(ops[t[0]], t[2]),
-                    lambda idx: _child_masks(s, s.S[:, idx[1]].T, idx[0], idx[2]), refine)
+                    lambda idx: _child_masks(s, _columns(s, idx[1]), idx[0], idx[2]), refine)
     proof = Proof(s.prefixes, s.expanded, s.pruned, s.max_pruned)
     if s.best is None:
         return SearchResult(None, 0.0, 0.0, (), s.visited, s.visited - int((s.sizes > 0).sum()), proof=proof)

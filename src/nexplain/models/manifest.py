@@ -15,6 +15,8 @@ from nexplain.io import write_text
 
 def resolve_spec(spec: dict, checkpoint: str | None = None, metrics: str | None = None) -> dict:
     """Turn a config model entry into a spec `load_model` takes."""
+    if spec["source"] == "open_clip" and checkpoint:  # a VLM's image tower: the file the job was handed
+        return {**spec, "pretrained": str(checkpoint)}
     if spec["source"] != "train":
         return dict(spec)
     num_classes = json.loads(Path(metrics).read_text())["num_classes"]
@@ -23,7 +25,7 @@ def resolve_spec(spec: dict, checkpoint: str | None = None, metrics: str | None 
 
 
 def manifest(name: str, spec: dict, module, layers: list[str]) -> dict:
-    weights = spec.get("path")
+    weights = spec.get("path") or (spec.get("pretrained") if spec.get("vlm") else None)
     return {
         "name": name,
         "spec": spec,

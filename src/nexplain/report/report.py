@@ -111,10 +111,11 @@ def _formula_text(t: pd.DataFrame) -> pd.Series:
 
 def unit_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
                simulation: pd.DataFrame | None = None, top_impact: pd.DataFrame | None = None,
-               beta: str = "ti_0.02") -> pd.DataFrame:
+               beta: str = "ti_0.02", efficacy: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per unit: each method's explanation (clustered: one `lo-hi: formula` per range)
     with its IoU or val correlation, the test correlation of each explainer under
-    `simulation`, and TI at `beta`. A dead unit's explanation reads DEAD; its scores stay NaN."""
+    `simulation`, TI at `beta`, and each explanation's causal efficacy (`<method>_effect`,
+    docs/causal.md). A dead unit's explanation reads DEAD; its scores stay NaN."""
     units = sorted(set().union(*(set(t["unit"]) for t in [*formulas.values(), *linear.values()])))
     out = pd.DataFrame({"unit": np.asarray(units, np.int64)}).set_index("unit")
     for name, t in formulas.items():
@@ -134,4 +135,9 @@ def unit_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame
             out[f"{name}_corr_test"] = corr[name]
     if top_impact is not None and beta in top_impact:
         out[beta] = top_impact.set_index("unit")[beta]
+    if efficacy is not None:
+        effect = efficacy.pivot_table(index="unit", columns="method", values="effect", aggfunc="first", dropna=False)
+        for name in [*formulas, *linear]:
+            if name in effect.columns:
+                out[f"{name}_effect"] = effect[name]
     return out.reset_index()

@@ -134,8 +134,12 @@ def unit_body(row: pd.Series, u: int, names: dict, simulator: str, figures: dict
     for m in names["linear"]:
         rows.append([m, _get(row, m, source), "val corr", _get(row, f"{m}_val_corr", source),
                      row.get(f"{m}_corr_test")])
-    parts = [strip_section(strip), "<h2>Explanations</h2>",
-             html_table(["method", "explanation", "score", "value", f"test corr ({simulator})"], rows, code_cols=(1,))]
+    header = ["method", "explanation", "score", "value", f"test corr ({simulator})"]
+    if any(f"{m}_effect" in row.index for m in names["formulas"] + names["linear"]):  # rule causal ran
+        header.append("causal effect")
+        for r in rows:
+            r.append(row.get(f"{r[0]}_effect"))
+    parts = [strip_section(strip), "<h2>Explanations</h2>", html_table(header, rows, code_cols=(1,))]
     if "clustered" in names["formulas"]:
         text = _get(row, "clustered", source)
         if text == DEAD:  # no ranges to list: its bounds and IoU are NaN
@@ -145,7 +149,9 @@ def unit_body(row: pd.Series, u: int, names: dict, simulator: str, figures: dict
             ranges = html_table(["range", "activations", "formula"], [[j, *r] for j, r in enumerate(split)], code_cols=(2,))
         parts += ["<h2>Clustered CoEx ranges</h2>", ranges,
                   f"<p>mean IoU over ranges: {_esc(_get(row, 'clustered_iou', source))}; "
-                  f"test corr ({html.escape(simulator)}): {_esc(row.get('clustered_corr_test'))}</p>"]
+                  f"test corr ({html.escape(simulator)}): {_esc(row.get('clustered_corr_test'))}"
+                  + (f"; causal effect of the highest range's concepts: {_esc(row.get('clustered_effect'))}"
+                     if "clustered_effect" in row.index else "") + "</p>"]
     ti = [c for c in row.index if c.startswith("ti_")]
     if ti:
         parts += ["<h2>Top Impact</h2>", html_table(["beta", "TI"], [[c[3:], row[c]] for c in ti])]
@@ -187,6 +193,8 @@ def _index_rows(table: pd.DataFrame, names: dict) -> tuple[list[str], list[list]
              if f"{m}_corr_test" in table.columns]
     if "ti_0.02" in table.columns:
         cols.append(("TI", "ti_0.02"))
+    cols += [(f"{m} causal effect", f"{m}_effect") for m in names["formulas"] + names["linear"]
+             if f"{m}_effect" in table.columns]
     rows = [[Raw(f'<a href="{_unit_name(u)}">unit {u}</a>'),
              *[(table.loc[u, c] if c in table.columns else None) for _, c in cols]] for u in table.index]
     return ["unit", *[h for h, _ in cols]], rows
