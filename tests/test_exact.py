@@ -115,3 +115,27 @@ def test_exact_search_dead_and_untouched_units():
     with pytest.raises(ValueError, match="penalty"):
         exact_search(Bitmap.from_dense(masks[0]), store, penalty=0)
     assert exact_search(Bitmap.from_dense(masks[0] | masks[1]), store, length=1).formula in (leaf(0), leaf(1))
+
+
+def test_counting_several_bitmaps_at_once_is_counting_each():
+    rng = np.random.default_rng(8)
+    masks, level = random_concepts(rng, 8, 12, 6, 5)
+    masks[:, 3], level[:, 3] = False, False
+    store = ConceptStore.from_dense(masks, level)
+    atoms = Atoms.from_store(store)
+    bms = [Bitmap.from_dense(rng.random((12, 6, 5)) < p) for p in (0.05, 0.4, 0.0, 0.9)]
+    for many, bm in zip(atoms.count_many(bms), bms):
+        assert np.array_equal(many, atoms.count(bm)) and many.sum() == bm.count()
+
+
+def test_groups_too_large_for_a_table_count_by_search(monkeypatch):
+    import nexplain.compositional.atoms as atoms_module
+    rng = np.random.default_rng(9)
+    masks, level = random_concepts(rng, 8, 12, 6, 5)
+    store = ConceptStore.from_dense(masks, level)
+    dense = rng.random((12, 6, 5)) < 0.5
+    with_table = Atoms.from_store(store).count(Bitmap.from_dense(dense))
+    monkeypatch.setattr(atoms_module, "TABLE_KEYS", 0)
+    searched = Atoms.from_store(store)
+    assert all(g.table is None for g in searched.groups)
+    assert np.array_equal(searched.count(Bitmap.from_dense(dense)), with_table)

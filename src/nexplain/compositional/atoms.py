@@ -18,11 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nexplain.compositional.masks import Bitmap, ConceptStore
+from nexplain.compositional.masks import Bitmap, ConceptStore, popcount_rows
 from nexplain.data.concepts import BITORDER
 
 UNPACK_CELLS = 1 << 21  # cells x concepts unpacked at once: 2 MB of bools, ~20 MB of temporaries
 WORD = 62               # concept bits per int64 code (the sign bit and one spare stay clear)
+
+
+TABLE_KEYS = 1 << 20  # a group whose key space is at most this gets a direct lookup table (4 MB)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class _Group:
     images: np.ndarray  # sorted image ids
     keys: np.ndarray    # sorted int64
     atoms: np.ndarray   # global atom of each key
+    table: np.ndarray | None = None  # key -> atom over the whole key space, where it is small
+
+    def lookup(self, key: np.ndarray) -> np.ndarray:
+        """The atoms of keys that exist in the group."""
+        return self.table[key] if self.table is not None else self.atoms[np.searchsorted(self.keys, key)]
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,10 @@ class Atoms:
 
     @property
     def store(self) -> ConceptStore:
-        return self._store()
+        store = self._store()
+        if store is None:  # weak, as atoms_of caches atoms per store: keep the store while counting
+            raise ValueError("the ConceptStore these atoms were built from no longer exists")
+        return store
 
     @classmethod
     def from_store(cls, store: ConceptStore) -> Atoms:
@@ -82,7 +93,12 @@ class Atoms:
         cells[empty] += (k_of == 0).sum() * hw
         groups, at = [], 1
         for k, images, keys in parts:
-            groups.append(_Group(k, images, keys, to_global[at:at + len(keys)]))
+            atoms = to_global[at:at + len(keys)]
+            table = None
+            if len(images) << k <= TABLE_KEYS:  # a gather instead of a binary search per cell
+                table = np.zeros(len(images) << k, np.int32)
+                table[keys] = atoms
+            groups.append(_Group(k, images, keys, atoms, table))
             at += len(keys)
         return cls(member, cells, tuple(groups), empty, weakref.ref(store))
 
@@ -110,21 +126,36 @@ class Atoms:
 
     def count(self, A: Bitmap) -> np.ndarray:
         """(G,) float64: cells of A in each atom."""
-        out = np.zeros(self.n_atoms, np.float64)
+        return self.count_many([A])[0]
+
+    def count_many(self, bitmaps: list[Bitmap]) -> list[np.ndarray]:
+        """`count` of several bitmaps (a unit's cluster ranges) from one pass over their
+        images: each image's cell codes are computed once."""
+        out = [np.zeros(self.n_atoms, np.float64) for _ in bitmaps]
+        if not bitmaps:
+            return out
         hw = self.store.shape[0] * self.store.shape[1]
-        covered = np.zeros(len(A.ids), bool)
+        ids = np.unique(np.concatenate([b.ids for b in bitmaps]))
+        where = [np.searchsorted(b.ids, ids) for b in bitmaps]
+        has = [(w < len(b.ids)) & (b.ids[np.minimum(w, len(b.ids) - 1)] == ids) if len(b.ids) else
+               np.zeros(len(ids), bool) for b, w in zip(bitmaps, where)]
+        covered = np.zeros(len(ids), bool)
         for g in self.groups:
-            pos = np.searchsorted(g.images, A.ids)
-            hit = np.flatnonzero((pos < len(g.images)) & (g.images[np.minimum(pos, len(g.images) - 1)] == A.ids))
+            pos = np.searchsorted(g.images, ids)
+            hit = np.flatnonzero((pos < len(g.images)) & (g.images[np.minimum(pos, len(g.images) - 1)] == ids))
             covered[hit] = True
-            for s, rows in _chunks(hit, g.k, hw):
-                code, _ = _codes(self.store, A.ids[rows], g.k)
-                on = np.unpackbits(A.rows[rows], axis=1, count=hw, bitorder=BITORDER).view(bool)
-                key = (pos[rows][:, None] << g.k | code)[on]
-                out += np.bincount(g.atoms[np.searchsorted(g.keys, key)], minlength=self.n_atoms)
-        if not covered.all():  # images with no concept: every cell is the empty atom
-            from nexplain.compositional.masks import popcount_rows
-            out[self.empty] += popcount_rows(A.rows[~covered]).sum()
+            for _, rows in _chunks(hit, g.k, hw):
+                code, _ = _codes(self.store, ids[rows], g.k)
+                key = pos[rows][:, None] << g.k | code
+                for b, w, h, acc in zip(bitmaps, where, has, out):
+                    r = rows[h[rows]]
+                    if len(r):
+                        on = np.unpackbits(b.rows[w[r]], axis=1, count=hw, bitorder=BITORDER).view(bool)
+                        acc += np.bincount(g.lookup(key[h[rows]][on]), minlength=self.n_atoms)
+        for b, w, h, acc in zip(bitmaps, where, has, out):  # images with no concept: the empty atom
+            r = np.flatnonzero(h & ~covered)
+            if len(r):
+                acc[self.empty] += popcount_rows(b.rows[w[r]]).sum()
         return out
 
 

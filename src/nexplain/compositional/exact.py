@@ -49,9 +49,9 @@ class Proof(NamedTuple):
 class _Search:
     """One unit's search: its atom counts, the pair matrices and the incumbent."""
 
-    def __init__(self, A: Bitmap, store: ConceptStore, atoms: Atoms, length: int, penalty):
+    def __init__(self, A: Bitmap, store: ConceptStore, atoms: Atoms, length: int, penalty, counts=None):
         self.store, self.atoms, self.length, self.penalty = store, atoms, length, penalty
-        self.a = atoms.count(A)
+        self.a = atoms.count(A) if counts is None else counts
         self.total = float(A.count())
         self.sizes = atoms.member.T @ atoms.cells  # = store.sizes, from atoms
         self.nz = np.flatnonzero(self.a)           # A's atoms: few, wherever A is small
@@ -252,11 +252,12 @@ def _branch(s: _Search, bound: np.ndarray, formula_at, masks_of, refine=None) ->
 
 
 def exact_search(A: Bitmap, store: ConceptStore, length: int = 3, penalty: float | None = None,
-                 incumbent: Scored | None = None, atoms: Atoms | None = None) -> SearchResult:
+                 incumbent: Scored | None = None, atoms: Atoms | None = None, counts=None) -> SearchResult:
     """The best formula of length <= `length` (docs/methods.md), proven by `result.proof`.
 
     `incumbent`: a formula already counted (the beam's best) to start from: it prunes
-    from the first prefix on; the result is the same with or without it."""
+    from the first prefix on; the result is the same with or without it. `counts`: A's
+    `atoms.count`, if already at hand (`count_many` shares one pass among a unit's ranges)."""
     if A.shape != store.shape or A.n_images != store.n_images:
         raise ValueError(f"bitmap {A.n_images}x{A.shape} does not match the store "
                          f"{store.n_images}x{store.shape}")
@@ -266,7 +267,7 @@ def exact_search(A: Bitmap, store: ConceptStore, length: int = 3, penalty: float
         raise ValueError(f"penalty must be > 0, got {penalty}")
     if len(A.ids) == 0:
         return SearchResult(None, 0.0, 0.0, (), 0, 0, dead=True)
-    s = _Search(A, store, atoms or atoms_of(store), length, penalty)
+    s = _Search(A, store, atoms or atoms_of(store), length, penalty, counts)
     if incumbent is not None and incumbent.score > 0:
         s.best = incumbent
     ious = s.iou(s.Z, s.sizes)

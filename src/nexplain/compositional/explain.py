@@ -82,7 +82,7 @@ def _init_worker(maps_path, store, names, settings):
     _W.update(maps=maps_path, store=store, names=names, s=settings, cache=search.default_cache(store))
 
 
-def _search(A: Bitmap, s: Settings, store, cache, start_beam=None, pair_counts=None):
+def _search(A: Bitmap, s: Settings, store, cache, start_beam=None, pair_counts=None, atom_counts=None):
     """(result, the beam's result when the search is exact, else None)."""
     if s.method == "netdissect":
         return search.netdissect(A, store, cache=cache, pair_counts=pair_counts), None
@@ -92,7 +92,7 @@ def _search(A: Bitmap, s: Settings, store, cache, start_beam=None, pair_counts=N
     if s.search != "exact":
         return beam, None
     best = exact.exact_search(A, store, length=s.length, penalty=s.penalty,
-                              incumbent=beam.beam[0] if beam.beam else None)
+                              incumbent=beam.beam[0] if beam.beam else None, counts=atom_counts)
     return best, beam
 
 
@@ -127,11 +127,12 @@ def explain_maps(unit: int, ids: np.ndarray, maps: np.ndarray, store, names: lis
             return [_row(unit, -1, np.nan, np.nan, None, None, store, names, "dead")]
         rows, bms = [], bitmaps.cluster_bitmaps(*args, ranges)
         counts = store.pair_counts_many(bms)  # one read of the concept rows for all K ranges
+        atom_counts = atoms_of(store).count_many(bms) if s.search == "exact" else [None] * len(bms)
         for j, (r, A) in enumerate(zip(ranges, bms)):
             if A.count() == 0:
                 rows.append(_row(unit, j, r.lo, r.hi, A, None, store, names, "empty"))
             else:
-                found = _search(A, s, store, cache, s.start_beam, counts[j])
+                found = _search(A, s, store, cache, s.start_beam, counts[j], atom_counts[j])
                 rows.append(_row(unit, j, r.lo, r.hi, A, found, store, names))
         return rows
     A, info = bitmaps.top_bitmap(*args, q=s.quantile)

@@ -26,6 +26,8 @@ def resolve_spec(spec: dict, checkpoint: str | None = None, metrics: str | None 
 
 def manifest(name: str, spec: dict, module, layers: list[str]) -> dict:
     weights = spec.get("path") or (spec.get("pretrained") if spec.get("vlm") else None)
+    if weights and spec["source"] == "open_clip" and not Path(weights).is_file():
+        weights = None  # an open_clip tag: the cache, not a file of ours
     return {
         "name": name,
         "spec": spec,
