@@ -1,11 +1,10 @@
 """Counterfactuals of one (model, world dataset, layer): causal efficacy of every explanation and
 copy-paste flips, drawn by the world's renderer (docs/causal.md)."""
-import numpy as np
 import pandas as pd
 import torch
 
 from nexplain.causal.adversarial import flip_table, gallery_figure
-from nexplain.causal.edits import WorldSpecs
+from nexplain.causal.edits import WorldSpecs, sample_test_images
 from nexplain.causal.efficacy import (concept_effects, explanation_efficacy, pil_batches, random_baseline,
                                      signed_concepts)
 from nexplain.data.concepts import column_names
@@ -24,10 +23,7 @@ def main(snakemake):
     model = load_model(read_manifest(inp.manifest)["spec"])
     specs = WorldSpecs(inp.root)
     names = column_names(pd.read_parquet(f"{inp.concepts}/concepts.parquet"))
-    splits = read_table(inp.splits, "splits table")
-    test = np.sort(splits.loc[splits["split"] == "test", "image_id"].to_numpy())
-    rng = np.random.default_rng(p.seed)
-    ids = np.sort(rng.choice(test, size=min(p.images, len(test)), replace=False))
+    test, ids = sample_test_images(read_table(inp.splits, "splits table"), p.images, p.seed)
     prepare = pil_batches(model.transform)
     effects, _ = concept_effects(model.module, prepare, w.layer, specs, ids, names)
     tables = {m: ("formula", read_table(f, "explanation table")) for m, f in zip(p.formulas, inp.formulas)}

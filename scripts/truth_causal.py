@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nexplain.causal.edits import WorldSpecs
+from nexplain.causal.edits import WorldSpecs, sample_test_images
 from nexplain.causal.efficacy import concept_effects, planted_efficacy
 from nexplain.compositional.store import open_store
 from nexplain.data.folder import open_dataset
@@ -22,9 +22,7 @@ def main(snakemake):
     _, names = open_store(inp.concepts)
     units = parse_units(p.units, names)
     specs = WorldSpecs(inp.root)
-    splits = read_table(inp.splits, "splits table")
-    test = np.sort(splits.loc[splits["split"] == "test", "image_id"].to_numpy())
-    ids = np.sort(np.random.default_rng(p.seed).choice(test, size=min(p.images, len(test)), replace=False))
+    _, ids = sample_test_images(read_table(inp.splits, "splits table"), p.images, p.seed)
     norm = normalizer(p.base["input"]["mean"], p.base["input"]["std"])
 
     def prepare(images):

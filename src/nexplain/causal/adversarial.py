@@ -63,7 +63,8 @@ def flip_table(module, prepare, specs: WorldSpecs, weights: np.ndarray, explaine
     rng = np.random.default_rng(seed)
     n_classes = weights.shape[0]
     originals = {int(i): specs.spec(i) for i in ids}
-    pred = predict(module, prepare, [image_of(s) for s in originals.values()])
+    drawn = {i: image_of(s) for i, s in originals.items()}  # predicted now, shown in the gallery later
+    pred = predict(module, prepare, list(drawn.values()))
     right = {i: p for (i, p), y in zip(zip(originals, pred), labels) if p == y}
     rows, gallery = [], []
     for k in range(n_classes):
@@ -85,7 +86,7 @@ def flip_table(module, prepare, specs: WorldSpecs, weights: np.ndarray, explaine
         if chosen:
             hit = int(np.argmax(p_pasted == k)) if (p_pasted == k).any() else 0
             i = chosen[hit]
-            gallery.append((k, image_of(originals[i]), int(right[i]), pasted[hit], int(p_pasted[hit]),
+            gallery.append((k, drawn[i], int(right[i]), pasted[hit], int(p_pasted[hit]),
                             random[hit], int(p_random[hit])))
     return pd.DataFrame(rows), gallery
 

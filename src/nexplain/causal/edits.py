@@ -108,6 +108,12 @@ class WorldSpecs:
         return _rng(self.seed, int(i), concept)
 
 
+def sample_test_images(splits: pd.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(every test image id, `n` of them drawn with `seed`), both sorted: the images a rule edits."""
+    test = np.sort(splits.loc[splits["split"] == "test", "image_id"].to_numpy())
+    return test, np.sort(np.random.default_rng(seed).choice(test, size=min(n, len(test)), replace=False))
+
+
 def image_of(spec: Spec) -> np.ndarray:
     """(n, n, 3) uint8."""
     return render_spec(spec).image

@@ -73,7 +73,7 @@ class Atoms:
         for k, images in blocks:  # position << k | code stays below 2**62
             keys, counts = [], []
             for s, ids in _chunks(images, k, hw):
-                code, on = _codes(store, ids, k)
+                code = _codes(store, ids, k)
                 key = ((np.arange(len(ids)) + s)[:, None] << k | code).ravel()
                 u, c = np.unique(key, return_counts=True)
                 keys.append(u)
@@ -145,7 +145,7 @@ class Atoms:
             hit = np.flatnonzero((pos < len(g.images)) & (g.images[np.minimum(pos, len(g.images) - 1)] == ids))
             covered[hit] = True
             for _, rows in _chunks(hit, g.k, hw):
-                code, _ = _codes(self.store, ids[rows], g.k)
+                code = _codes(self.store, ids[rows], g.k)
                 key = pos[rows][:, None] << g.k | code
                 for b, w, h, acc in zip(bitmaps, where, has, out):
                     r = rows[h[rows]]
@@ -166,8 +166,8 @@ def _chunks(items: np.ndarray, k: int, hw: int):
         yield s, items[s:s + step]
 
 
-def _codes(store: ConceptStore, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(m, H*W) int64 code of every cell of images `ids` (k pairs each), and their pairs."""
+def _codes(store: ConceptStore, ids: np.ndarray, k: int) -> np.ndarray:
+    """(m, H*W) int64 code of every cell of images `ids` (k pairs each)."""
     hw = store.shape[0] * store.shape[1]
     pairs = store.img_pairs[store.img_ptr[ids][:, None] + np.arange(k)]  # (m, k), concept order
     row = store.pair_row[pairs]
@@ -179,7 +179,7 @@ def _codes(store: ConceptStore, ids: np.ndarray, k: int) -> tuple[np.ndarray, np
         if pix.any():
             bits[pix] = np.unpackbits(store.bits[r[pix]], axis=1, count=hw, bitorder=BITORDER).view(bool)
         code |= bits.astype(np.int64) << j
-    return code, pairs
+    return code
 
 
 def _bitsets(store: ConceptStore, images: np.ndarray, k: int, keys: np.ndarray, words: int) -> np.ndarray:
