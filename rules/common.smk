@@ -262,11 +262,16 @@ def report_sources(wildcards):
     return _linear_target(wildcards)["sources"]
 
 
+def layer_explanations(wildcards):
+    """{formulas, linear}: the explanation tables of a layer's report, in report_names order."""
+    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
+    return {kind: [f"{base}/explanations/{m}.parquet" for m in ms] for kind, ms in report_names(wildcards).items()}
+
+
 def report_inputs(wildcards):
     base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
     names = report_names(wildcards)
-    out = {"formulas": [f"{base}/explanations/{m}.parquet" for m in names["formulas"]],
-           "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
+    out = {**layer_explanations(wildcards),
            "simulations": [f"{base}/scores/simulation.{s}.parquet" for s in LINEAR["simulate"]["simulators"]],
            "top_impact": f"{base}/scores/top_impact.parquet",
            "area_chart": f"{base}/scores/area_chart.parquet",
@@ -321,10 +326,7 @@ def causal_layers():
 
 def causal_inputs(wildcards):
     """The layer's explanations whose concepts get rendered in and out, and the test split."""
-    base = f"{RESULTS}/{wildcards.model}/{wildcards.dataset}/{wildcards.layer}"
-    names = report_names(wildcards)
-    return {"formulas": [f"{base}/explanations/{m}.parquet" for m in names["formulas"]],
-            "linear": [f"{base}/explanations/{m}.parquet" for m in names["linear"]],
+    return {**layer_explanations(wildcards),
             "concepts": f"{RESULTS}/{wildcards.dataset}/concepts",
             "splits": f"{RESULTS}/{wildcards.dataset}/splits.parquet"}
 
