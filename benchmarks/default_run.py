@@ -42,6 +42,7 @@ STAGES = [
      ["simulate", "merge_simulation", "top_impact", "merge_top_impact", "area_chart"]),
     ("PURE: relevances, circuits, figures", ["relevance", "merge_relevance", "pure"]),
     ("counterfactuals: causal efficacy, copy-paste", ["causal"]),
+    ("progressive specialization: training snapshots explained", ["specialization"]),  # both of its rules
     ("score reports, unit pages, headlines", ["score_report", "unit_pages", "headlines"]),
 ]
 

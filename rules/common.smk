@@ -30,6 +30,7 @@ LINEAR = config.get("linear") or {"targets": []}
 VLMS = config.get("vlms") or {}
 PURE = config.get("pure") or {"targets": []}
 CAUSAL = config.get("causal") or {}
+SPECIALIZATION = config.get("specialization") or {"enabled": False, "targets": []}
 COMPUTE = config.get("compute") or {}
 RESOURCES = config.get("resources") or {}
 
@@ -286,6 +287,8 @@ def report_inputs(wildcards):
         out["pure"] = f"{base}/pure/summary.parquet"
     if (wildcards.model, wildcards.dataset, wildcards.layer) in causal_layers():
         out["efficacy"], out["paste"] = f"{base}/causal/efficacy.parquet", f"{base}/causal/paste.parquet"
+    if wildcards.layer in specialization_layers(wildcards):
+        out["specialization"] = f"{RESULTS}/specialization/{wildcards.model}/{wildcards.dataset}/specialization.parquet"
     return out
 
 
@@ -335,6 +338,35 @@ def causal_outputs():
     return [f"{RESULTS}/{m}/{d}/{layer}/causal/efficacy.parquet" for m, d, layer in causal_layers()]
 
 
+def specialization_targets():
+    """(model, dataset) pairs whose training is followed epoch by epoch (docs/specialization.md)."""
+    if not SPECIALIZATION.get("enabled"):
+        return []
+    return [(t["model"], t["dataset"]) for t in SPECIALIZATION["targets"]]
+
+
+def specialization_epochs(model):
+    """The snapshots of a model's training, then its last epoch (the trained model itself)."""
+    train = MODELS[model]["train"]
+    return sorted({*train.get("snapshots", []), train["epochs"]})
+
+
+def specialization_tables(wildcards):
+    base = f"{RESULTS}/specialization/{wildcards.model}/{wildcards.dataset}"
+    return {"tables": [f"{base}/epoch_{e}.parquet" for e in specialization_epochs(wildcards.model)],
+            "concepts": f"{RESULTS}/{wildcards.dataset}/concepts"}
+
+
+def specialization_layers(wildcards):
+    """The layers of the layer's target that specialization follows, or none."""
+    return [layer for t in SPECIALIZATION["targets"] if (t["model"], t["dataset"]) == (wildcards.model, wildcards.dataset)
+            for layer in t["layers"]] if SPECIALIZATION.get("enabled") else []
+
+
+def specialization_outputs():
+    return [f"{RESULTS}/specialization/{m}/{d}/specialization.parquet" for m, d in specialization_targets()]
+
+
 def report_outputs():
     return [f"{RESULTS}/{t['model']}/{t['dataset']}/{layer}/report/{name}"
             for t in LINEAR["targets"] for layer in t["layers"] for name in ("scores.json", "pages")]
@@ -360,5 +392,6 @@ def all_outputs():
     concepts = [f"{RESULTS}/{d}/concepts" for d, ds in DATASETS.items() if ds["kind"] in BRODEN_KINDS]
     models = [f"{RESULTS}/models/{m}/model.json" for m in MODELS]
     return (concepts + models + activation_outputs() + explanation_outputs() + label_masking_outputs()
-            + linear_outputs() + vlm_outputs() + pure_outputs() + causal_outputs() + report_outputs()
+            + linear_outputs() + vlm_outputs() + pure_outputs() + causal_outputs() + specialization_outputs()
+            + report_outputs()
             + [f"{RESULTS}/headlines.json"])

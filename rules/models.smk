@@ -8,6 +8,7 @@ rule train_model:
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/checkpoint.pt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.json",
+        snapshots=directory(f"{RESULTS}/models/{{model}}/snapshots"),  # train.snapshots (0: the random init)
     log:
         f"logs/train_model/{{model}}.log",
     benchmark:

@@ -44,7 +44,12 @@ def main(snakemake):
     pure = read_table(inp.pure, "PURE summary") if "pure" in inp.keys() else None
     causal = {k: read_table(getattr(inp, k), f"causal {k} table") if k in inp.keys() else None
               for k in ("efficacy", "paste")}
-    table = summary_table(formulas, linear, sims, ti, pure, _neuroneval(formulas, linear, inp, p.sources), **causal)
+    spec = None
+    if "specialization" in inp.keys():
+        spec = read_table(inp.specialization, "specialization table")
+        spec = spec[spec["layer"] == w.layer]
+    table = summary_table(formulas, linear, sims, ti, pure, _neuroneval(formulas, linear, inp, p.sources), **causal,
+                          specialization=spec)
     meta = {"model": w.model, "dataset": w.dataset, "layer": w.layer, "simulators": list(p.simulators)}
     write_table(table, out.table, meta)
     metrics = metrics_json(table)

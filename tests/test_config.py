@@ -49,6 +49,13 @@ def config():
      "key 'models.resnet18_world.train.low_res.epochs': 12 of 12 epochs at low resolution"),
     (lambda c: c["truth"]["train"].__setitem__("epochs", 4), "key 'truth.train.low_res.epochs': 4 of 4 epochs at low resolution"),
     (lambda c: c["truth"]["train"].__setitem__("lr", 0.1), "key 'truth.train': Additional properties are not allowed ('lr' was"),
+    (lambda c: c["models"]["resnet18_world"]["train"].__setitem__("snapshots", [1, 2]),
+     "key 'models.resnet18_world.train.snapshots': [1, 2]; specialization needs the random init, epoch 0"),
+    (lambda c: c["models"]["resnet18_world"]["train"].__setitem__("snapshots", [0, 13]),
+     "key 'models.resnet18_world.train.snapshots': epochs [13] are past the last of 12"),
+    (lambda c: c["specialization"]["targets"][0].__setitem__("model", "vit"),
+     "key 'specialization.targets.0.model': 'vit' is not defined; valid choices: resnet18_world"),
+    (lambda c: c["specialization"].__setitem__("share", 0), "key 'specialization.share': 0 is less than or equal"),
 ])
 def test_bad_config_names_key_and_expectation(config, mutate, message):
     bad = copy.deepcopy(config)
@@ -78,8 +85,22 @@ def test_the_planted_recipe_is_the_base_recipe_with_truth_train_over_it(config):
     base, recipe = config["models"]["resnet18_world"], truth_recipe(config)
     assert recipe["train"]["low_res"] == config["truth"]["train"]["low_res"] != base["train"]["low_res"]
     assert {k: v for k, v in recipe["train"].items() if k != "low_res"} == \
-        {k: v for k, v in base["train"].items() if k != "low_res"}
+        {k: v for k, v in base["train"].items() if k not in ("low_res", "snapshots")}  # the planted model keeps none
     assert recipe["arch"] == base["arch"] and recipe["input"] == base["input"]
+
+
+def test_specialization_follows_a_model_trained_here(config):
+    config["models"]["ckpt"] = {"source": "checkpoint", "arch": "resnet18", "num_classes": 10, "path": "m.pt",
+                                "input": config["models"]["resnet18_world"]["input"]}
+    config["specialization"]["targets"][0]["model"] = "ckpt"
+    _raises(config, "key 'specialization.targets.0.model': 'ckpt' has source 'checkpoint'")
+    config["specialization"]["enabled"] = False  # off: nothing to check
+    validate_config(config)
+
+
+def test_specialization_layers_are_checked_against_the_architecture(config):
+    config["specialization"]["targets"][0]["layers"] = ["layer9"]
+    _raises(config, "key 'specialization.targets.0.layers.0': model 'resnet18_world'", plan=True)
 
 
 def test_unreadable_config_files(tmp_path):

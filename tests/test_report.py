@@ -9,7 +9,7 @@ from nexplain.errors import DataError
 from nexplain.report.range_figures import ranges_figure, top_figure, top_images
 from nexplain.report.report import metrics_json, summary_table, unit_table
 from nexplain.report.report_figures import (area_chart, area_proportions, corr_vs_ablation, linear_weights, method_bars,
-                                            top_impact_curve)
+                                            specialization_bars, top_impact_curve)
 
 
 def _formula(units, iou, status=None):
@@ -69,6 +69,21 @@ def test_exact_search_adds_the_beam_gap_section(tables):
     assert t.loc[("search", "coex", "optimum_iou"), "mean"].item() - t.loc[("search", "coex", "beam_iou"), "mean"].item() \
         == pytest.approx(0.2 / 3)
     assert "netdissect" not in t.loc["search"].index.get_level_values("method")  # no exact search there
+
+
+def test_specialization_section_and_figure(tables, tmp_path):
+    formulas, linear, sims, ti, pure = tables
+    shares = pd.DataFrame({"layer": "layer4", "epoch": [0, 0, 6, 6], "range": [0, 1, 0, 1], "units": 8,
+                           "unspecialized": [0.75, 0.5, 0.25, 0.0], "weak": [0.125, 0.25, 0.25, 0.125],
+                           "specialized": [0.125, 0.25, 0.5, 0.875], "unexplained": 0.0, "dead": 0.0})
+    t = summary_table(formulas, linear, sims, ti, pure, specialization=shares).set_index(["section", "method", "metric"])
+    assert t.loc[("specialization", "epoch_6", "range1_unspecialized"), "mean"].item() == 0.25
+    assert t.loc[("specialization", "epoch_0", "range2_weak"), "mean"].item() == 0.25
+    assert t.loc[("specialization", "epoch_6", "range2_specialized"), "n"].item() == 8
+    assert len(t.loc["specialization"]) == 4 * 3
+    specialization_bars(tmp_path / "s.png", shares)
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.format == "PNG" and im.size[0] > 500
 
 
 def test_unit_table_joins_every_method(tables):

@@ -3,6 +3,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from broden_fixture import SPLITS, write_broden_fixture
@@ -67,6 +68,28 @@ def test_same_call_same_checkpoint_bytes(table, tmp_path):
     assert torch.allclose(via_transform, (x / 255 - 0.5) / 0.25, atol=1e-5)
     with torch.inference_mode():
         assert torch.allclose(loaded.module(via_transform), a(via_transform), rtol=1e-4, atol=1e-4)
+
+
+def test_snapshots_are_the_init_and_the_epochs_and_leave_training_unchanged(table, tmp_path):
+    """on_epoch sees the random init (epoch 0) and every epoch; the last snapshot is the model, and
+    taking snapshots changes nothing about the training."""
+    kw = KW | {"epochs": 2}
+    seen = {}
+
+    def keep(epoch, model):
+        save_checkpoint(model, tmp_path / f"{epoch}.pt")
+        seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model, _ = train_classifier(table, **kw, on_epoch=keep)
+    plain, _ = train_classifier(table, **kw)
+    assert sorted(seen) == [0, 1, 2]
+    save_checkpoint(model, tmp_path / "final.pt")
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    assert (tmp_path / "2.pt").read_bytes() == (tmp_path / "final.pt").read_bytes() == (tmp_path / "plain.pt").read_bytes()
+    torch.manual_seed(kw["seed"])  # epoch 0 is the seeded random init, before any step
+    init = torchvision.models.get_model("resnet18", weights=None, num_classes=4).state_dict()
+    w = "conv1.weight"
+    assert torch.equal(seen[0][w], init[w]) and not torch.equal(seen[1][w], init[w])
 
 
 def test_low_res_epochs_see_smaller_batches_and_end_at_full_size(table, monkeypatch):

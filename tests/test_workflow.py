@@ -28,6 +28,7 @@ EXPLAIN_JOBS = {"explain": 6, "merge_explanations": 3}  # 3 methods x 2 shards o
 LINEAR_JOBS = {"linear": 2, "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1,
                "area_chart": 1}
 CAUSAL_JOBS = {"causal": 1}  # layer4's counterfactuals read its explanations
+SPEC_JOBS = {"specialization_explain": 2, "specialization": 1}  # the random init and the model, then the shares
 LATE_JOBS = {"relevance": 2, "merge_relevance": 1, "pure": 1, "score_report": 1,
              "unit_pages": 1, "headlines": 1}  # PURE of layer4 (2 shards of relevances), the report, headlines
 # tiny.yaml is merged over config.yaml, so config.yaml's world_vit is trained too
@@ -50,6 +51,20 @@ def test_end_to_end_outputs(workflow):
         assert summary.num_rows == 60 and summary.num_columns == units + 1
         maps = pq.ParquetFile(r / f"resnet18_world/world/{layer}/activations/maps.parquet")
         assert maps.metadata.num_rows == 60 * units
+
+
+def test_specialization_follows_the_training_from_its_random_init(workflow):
+    r = workflow / "results"
+    assert [p.name for p in (r / "models/resnet18_world/snapshots").glob("*.pt")] == ["epoch_000.pt"]
+    shares = pq.read_table(r / "specialization/resnet18_world/world/specialization.parquet").to_pandas()
+    assert sorted(shares["epoch"].unique()) == [0, 1] and set(shares["layer"]) == {"layer4"}
+    assert (shares["units"] == 8).all() and sorted(shares["range"].unique()) == [0, 1, 2]  # tiny.yaml's k: 3
+    classes = ["unspecialized", "weak", "specialized", "unexplained", "dead"]
+    assert np.allclose(shares[classes].sum(axis=1), 1.0)
+    first = shares[shares["epoch"] == 0]  # the random init against its own most frequent formulas
+    assert first["unspecialized"].max() > 0
+    report = pq.read_table(r / "resnet18_world/world/layer4/report/scores.parquet").to_pandas()
+    assert len(report[report["section"] == "specialization"]) == 2 * 3 * 3  # epochs x ranges x classes
 
 
 def test_the_run_ends_with_where_its_results_are_and_its_headlines(tiny_run):
@@ -83,10 +98,13 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
                                         "all": 1}
         tiny.write_text(original.replace("epochs: 1,", "epochs: 3,"))  # the world model's (VLMs train 2 or 12)
         assert _scheduled(workflow) == {"train_model": 1, "model": 1, "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS,
-                                        **CAUSAL_JOBS, **LATE_JOBS, "all": 1}
+                                        **CAUSAL_JOBS, **SPEC_JOBS, **LATE_JOBS, "all": 1}
         tiny.write_text(original.replace("k: 3,", "k: 4,"))  # one method's setting: its jobs only
         assert _scheduled(workflow) == {"explain": 2, "merge_explanations": 1, "simulate": 2, "merge_simulation": 1,
-                                        **CAUSAL_JOBS, "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
+                                        **CAUSAL_JOBS, **SPEC_JOBS, "score_report": 1, "unit_pages": 1, "headlines": 1,
+                                        "all": 1}
+        tiny.write_text(original.replace('units: "0-7"\n  share', 'units: "0-3"\n  share'))  # specialization's own
+        assert _scheduled(workflow) == {**SPEC_JOBS, "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
         tiny.write_text(original.replace("top: 10", "top: 12"))  # PURE's setting: PURE and the report only
         assert _scheduled(workflow) == {**LATE_JOBS, "all": 1}
     finally:
@@ -113,8 +131,8 @@ def test_code_change_reruns_only_rules_that_import_it(workflow):
         # the world feeds everything downstream
         assert _scheduled(workflow) == {"world": 1, "concepts": 1, "geometry": 1, "train_model": 1, "model": 1,
                                         "splits": 1, "label_matrix": 1, **VLM_JOBS,
-                                        "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **LATE_JOBS,
-                                        "all": 1}
+                                        "activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **SPEC_JOBS,
+                                        **LATE_JOBS, "all": 1}
     finally:
         world.write_text(original)
 

@@ -154,6 +154,32 @@ def _check_references(config: dict, source: str) -> None:
         if pure.get("ceiling") is not None:
             _must_name(pure["ceiling"], list(vlms), "pure.ceiling", source)
     _check_truth(config, matrices, source)
+    _check_specialization(config, source)
+
+
+def _check_specialization(config: dict, source: str) -> None:
+    """Each followed model is trained here, with its random init among its snapshots, on a dataset with masks."""
+    spec = config.get("specialization") or {}
+    if not spec.get("enabled"):
+        return
+    datasets, models = config["datasets"], config["models"]
+    for i, t in enumerate(spec["targets"]):
+        key = f"specialization.targets.{i}"
+        _must_name(t["model"], models, f"{key}.model", source)
+        _must_name(t["dataset"], datasets, f"{key}.dataset", source)
+        _needs_labels(datasets, t["dataset"], f"{key}.dataset", "concept masks", source)
+        m = models[t["model"]]
+        if m["source"] != "train":
+            raise ConfigError(f"{source}: key '{key}.model': '{t['model']}' has source '{m['source']}'; "
+                              f"specialization follows a model trained here (source: train)")
+        snapshots, epochs = m["train"].get("snapshots", []), m["train"]["epochs"]
+        if 0 not in snapshots:
+            raise ConfigError(f"{source}: key 'models.{t['model']}.train.snapshots': {snapshots}; specialization "
+                              f"needs the random init, epoch 0, among them")
+        late = [e for e in snapshots if e > epochs]
+        if late:
+            raise ConfigError(f"{source}: key 'models.{t['model']}.train.snapshots': epochs {late} are past "
+                              f"the last of {epochs}")
 
 
 def _check_low_res(train: dict, key: str, source: str) -> None:
@@ -167,7 +193,8 @@ def truth_recipe(config: dict) -> dict:
     """The planted model's recipe: the base model's, with `truth.train` (epochs, low_res) over its training."""
     truth = config["truth"]
     base = config["models"][truth["base"]]
-    return {**base, "train": {**base["train"], **(truth.get("train") or {})}}
+    train = {k: v for k, v in base["train"].items() if k != "snapshots"}  # the planted model keeps none
+    return {**base, "train": {**train, **(truth.get("train") or {})}}
 
 
 def _check_truth(config: dict, matrices, source: str) -> None:
@@ -261,6 +288,9 @@ def _layer_targets(config: dict):
         for i, t in enumerate((config.get(block) or {}).get("targets", [])):
             for j, layer in enumerate(t["layers"]):
                 yield f"{block}.targets.{i}.layers.{j}", t["model"], layer
+    for i, t in enumerate((config.get("specialization") or {}).get("targets", [])):
+        for j, layer in enumerate(t["layers"]):
+            yield f"specialization.targets.{i}.layers.{j}", t["model"], layer
     for i, t in enumerate((config.get("pure") or {}).get("targets", [])):
         yield f"pure.targets.{i}.layer", t["model"], t["layer"]
         for j, layer in enumerate(t["earlier"]):

@@ -36,7 +36,8 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
                      epochs: int = 5, batch_size: int = 32, lr: float = 0.05,
                      weight_decay: float = 5e-4, seed: int = 0, threads: int = 2,
                      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), progress: bool = True,
-                     compute: Compute | None = None, low_res: dict | None = None, plant=None):
+                     compute: Compute | None = None, low_res: dict | None = None, plant=None,
+                     on_epoch=None):
     """Train `arch` (random init) on the train split, on `compute`'s device (default: the CPU);
     returns (model in eval mode, on the CPU, metrics).
 
@@ -49,6 +50,8 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
     Images without a class are left out and counted (`labelled_splits`).
     `plant`: a `nexplain.truth.plant.Planting` whose loss is added to the class loss, its
     targets augmented with the images (the planted model of `snakemake truth`).
+    `on_epoch(epoch, model)`: called with the random init (epoch 0) and after every epoch, e.g.
+    to save snapshots; it must not touch the model or a random generator.
     """
     compute = compute or Compute()
     _seed_everything(seed, compute.cuda)
@@ -72,6 +75,8 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)
     generator = torch.Generator().manual_seed(seed)  # the only source of data randomness
+    on_epoch = on_epoch or (lambda epoch, model: None)
+    on_epoch(0, model)
 
     history = []
     for epoch in range(epochs):
@@ -100,6 +105,7 @@ def train_classifier(table: ImageTable, *, arch: str = "resnet18", image_size: i
                         "val_accuracy": val_acc})
         log.info("epoch %d: loss %.3f, val acc %s, %.0f s", epoch + 1, history[-1]["train_loss"],
                  _fmt(val_acc), time.perf_counter() - epoch_start)  # into the rule's log file
+        on_epoch(epoch + 1, model)
 
     model.eval()
     metrics = {
@@ -157,11 +163,16 @@ def save_checkpoint(model: torch.nn.Module, path) -> None:
     random temp name would change the bytes; a buffer always uses "archive".
     Tensors are made contiguous so the file does not record channels_last strides.
     """
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
+
+
+def snapshot_name(epoch: int) -> str:
+    """A snapshot's file in `train_model`'s snapshots folder (epoch 0: the random init)."""
+    return f"epoch_{epoch:03d}.pt"
 
 
 def decode_images(table: ImageTable, ids, size: int, progress: bool = False) -> torch.Tensor:

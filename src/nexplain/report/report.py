@@ -12,6 +12,8 @@ One long table (`section`, `method`, `simulator`, `metric`, `mean`, `std`, `n`) 
 - `causal`: per explainer, the mean signed effect on each unit of rendering its explanation's
   concepts in and out, and the share of units it moves (docs/causal.md), beside a random-concept row;
 - `copy_paste`: the flip rate of pasting each class's explained concepts, and of random ones;
+- `specialization`: per epoch of training (`epoch_0`: the random init) and activation range, the
+  share of units whose range is unspecialized, weakly specialized or specialized (docs/specialization.md);
 - `neuroneval`: NeuronEval's passing metrics (Pearson, cosine, AUPRC, F1, IoU) of each
   explainer's predicted concept activation against the unit's, over every explained unit.
 Means skip dead units and undefined (NaN) scores; `n` says how many entered. A per-unit table
@@ -38,7 +40,8 @@ def _row(section, method, simulator, metric, values) -> tuple:
 def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFrame],
                   simulations: dict[str, pd.DataFrame], top_impact: pd.DataFrame | None = None,
                   pure: pd.DataFrame | None = None, neuroneval: pd.DataFrame | None = None,
-                  efficacy: pd.DataFrame | None = None, paste: pd.DataFrame | None = None) -> pd.DataFrame:
+                  efficacy: pd.DataFrame | None = None, paste: pd.DataFrame | None = None,
+                  specialization: pd.DataFrame | None = None) -> pd.DataFrame:
     """The long score table; `formulas` {netdissect|coex|clustered: table}, `linear`
     {le_<source>: table}, `simulations` {simulator: table}."""
     rows = []
@@ -71,6 +74,10 @@ def summary_table(formulas: dict[str, pd.DataFrame], linear: dict[str, pd.DataFr
             rows += [_row("causal", name, "", "effect", part["effect"]), _row("causal", name, "", "moved", part["moved"])]
     if paste is not None and len(paste):
         rows += [_row("copy_paste", "paste", "", m, paste[m]) for m in ("flip_explained", "flip_random")]
+    if specialization is not None:  # one layer's rows; shares, not means over units
+        for r in specialization.sort_values(["epoch", "range"]).itertuples():
+            rows += [("specialization", f"epoch_{r.epoch}", "", f"range{r.range + 1}_{c}", float(getattr(r, c)),
+                      np.nan, int(r.units)) for c in ("unspecialized", "weak", "specialized")]
     if neuroneval is not None:
         for name, part in neuroneval.groupby("method", sort=False):
             rows += [_row("neuroneval", name, "", m, part[m]) for m in NEURONEVAL]

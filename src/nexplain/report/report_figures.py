@@ -135,3 +135,35 @@ def linear_weights(path, explanations: dict[str, pd.Series], unit: int) -> None:
     fig.suptitle(f"unit {unit}: Linear Explanations", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+SPECIALIZATION_COLORS = {"unspecialized": "#d62728", "weak": "#ff9896", "specialized": "#2ca02c",
+                         "unexplained": "#c7c7c7", "dead": "#7f7f7f"}
+
+
+def specialization_bars(path, shares: pd.DataFrame) -> None:
+    """Progressive specialization: per layer (rows) and activation range (columns), the share of
+    units in each class (nexplain.compositional.specialization) at every epoch, stacked."""
+    plt = _plt()
+    layers, ranges = sorted(set(shares["layer"])), sorted(set(shares["range"]))
+    fig, axes = plt.subplots(len(layers), len(ranges), figsize=(1.9 * len(ranges) + 1.2, 2.2 * len(layers) + 0.6),
+                             squeeze=False, sharey=True)
+    for i, layer in enumerate(layers):
+        for j, r in enumerate(ranges):
+            ax, part = axes[i, j], shares[(shares["layer"] == layer) & (shares["range"] == r)].sort_values("epoch")
+            x, bottom = np.arange(len(part)), np.zeros(len(part))
+            for c, color in SPECIALIZATION_COLORS.items():
+                ax.bar(x, part[c], 0.8, bottom=bottom, color=color, label=c if (i, j) == (0, 0) else None)
+                bottom += part[c].to_numpy()
+            ax.set_xticks(x, [str(e) for e in part["epoch"]], fontsize=7)
+            ax.set_ylim(0, 1)
+            if i == 0:
+                ax.set_title(f"range {r + 1}" + (" (lowest)" if r == 0 else " (highest)" if r == ranges[-1] else ""),
+                             fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{layer}\nshare of units", fontsize=8)
+            if i == len(layers) - 1:
+                ax.set_xlabel("epoch (0: random init)", fontsize=7)
+    fig.legend(loc="upper center", ncol=len(SPECIALIZATION_COLORS), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save(fig, path)

@@ -22,9 +22,10 @@ from nexplain.compositional.search import default_cache
 VARIANTS = ("planted", "random", "shuffled")
 
 
-def unit_maps(module: torch.nn.Module, images: torch.Tensor, normalize, layers: dict[str, list[int]],
+def unit_maps(module: torch.nn.Module, images: torch.Tensor, normalize, layers: dict[str, list[int] | None],
               batch_size: int = 64) -> dict[str, np.ndarray]:
-    """{layer: float32 (N, U, h, w)} maps of the listed channels, for uint8 images (N, 3, H, W)."""
+    """{layer: float32 (N, U, h, w)} maps of the listed channels (None: every channel), for uint8
+    images (N, 3, H, W)."""
     module.eval()
     out = {layer: [] for layer in layers}
     with torch.inference_mode():
@@ -32,18 +33,20 @@ def unit_maps(module: torch.nn.Module, images: torch.Tensor, normalize, layers: 
             with TraceDict(module, list(layers), stop=True) as td:
                 module(normalize(images[s:s + batch_size].float()))
             for layer, units in layers.items():
-                out[layer].append(td[layer].output[:, units].float().contiguous().numpy())
+                maps = td[layer].output if units is None else td[layer].output[:, units]
+                out[layer].append(maps.float().contiguous().numpy())
     return {layer: np.concatenate(v) for layer, v in out.items()}
 
 
 def formula_tables(maps: dict[str, np.ndarray], layers: dict[str, list[int]], store, names,
-                   settings: dict[str, dict]) -> tuple[dict[str, pd.DataFrame], list[dict]]:
-    """({method: rule-schema rows with a layer column}, per-unit seconds) for NetDissect, CoEx, Clustered,
-    searched over every image of the store, as the rules search (the methods have no held-out split)."""
+                   settings: dict[str, dict], methods=METHODS) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+    """({method: rule-schema rows with a layer column}, per-unit seconds) for NetDissect, CoEx, Clustered
+    (or `methods`), searched over every image of the store, as the rules search (the methods have no
+    held-out split). `maps[layer][:, j]` is unit `layers[layer][j]`."""
     cache = default_cache(store)
     ids = np.arange(store.n_images)
     tables, seconds = {}, []
-    for method in METHODS:
+    for method in methods:
         s, rows = Settings(**settings[method]), []
         for layer, units in layers.items():
             for j, unit in enumerate(units):
