@@ -207,6 +207,12 @@ def simulated_explanations(wildcards):
     return out
 
 
+def zero_shot_template(wildcards):
+    """Class name -> text of an image tower's zero-shot head (ablation, nexplain.linear.towers)."""
+    vlm = MODELS[wildcards.model].get("vlm")
+    return VLMS[vlm]["template"] if vlm else "{}"
+
+
 def linear_outputs():
     out = []
     for t in LINEAR["targets"]:

@@ -91,6 +91,7 @@ rule simulate:
     params:
         simulate=LINEAR.get("simulate"),
         explainers=lambda wc: list(simulated_explanations(wc)),
+        template=zero_shot_template,
         reader=lambda wc: reader_kind(wc.dataset),
         shard=lambda wc: shard_of(wc.shard),
         threads=config["threads"],
@@ -142,6 +143,7 @@ rule top_impact:
         top_impact=LINEAR.get("top_impact"),
         temperature=LINEAR.get("simulate", {}).get("temperature"),
         replay=LINEAR.get("simulate", {}).get("replay"),
+        template=zero_shot_template,
         reader=lambda wc: reader_kind(wc.dataset),
         shard=lambda wc: shard_of(wc.shard),
         threads=config["threads"],

@@ -9,6 +9,7 @@ from nexplain.causal.efficacy import (concept_effects, explanation_efficacy, pil
                                      signed_concepts)
 from nexplain.data.concepts import column_names
 from nexplain.data.world import CLASSES
+from nexplain.errors import ModelError
 from nexplain.linear.tail import Tail
 from nexplain.models.load import load_model
 from nexplain.models.manifest import read_manifest
@@ -39,7 +40,10 @@ def main(snakemake):
     write_table(wide, out.effects, meta)
     write_table(efficacy, out.efficacy, meta)
 
-    head = Tail(model.module, w.layer).linear  # copy-paste needs the class weights of the layer's units
+    try:  # copy-paste needs the class weights of the layer's units: a linear head right after it
+        head = Tail(model.module, w.layer).linear
+    except ModelError:  # a tail that reads more than the layer (a transformer MLP's residual stream)
+        head = None
     source = next((m for m in ("coex", "netdissect", "clustered") if m in tables), None)
     if head is not None and source:
         t = tables[source][1]

@@ -11,8 +11,7 @@ from nexplain.linear.conceptmatrix import read_matrix
 from nexplain.linear.linear import aligned
 from nexplain.linear.scoring import explanation_rows, layer_ablations, score_rows
 from nexplain.linear.simulate import Simulator
-from nexplain.linear.tail import Tail
-from nexplain.models.load import load_model
+from nexplain.linear.towers import layer_tail
 from nexplain.models.manifest import read_manifest
 from nexplain.runner import run_rule
 from nexplain.splits import split_masks
@@ -27,10 +26,11 @@ def main(snakemake):
     masks = split_masks(pd.read_parquet(inp.splits), ids)
     s_ids, P, names, _ = read_matrix(inp.simulator)
     sim = Simulator(aligned(ids, s_ids, P, inp.simulator), names)
-    tail = Tail(load_model(read_manifest(inp.manifest)["spec"]).module, w.layer)
+    table = open_dataset(p.reader, inp.root)
+    tail, inputs = layer_tail(read_manifest(inp.manifest)["spec"], w.layer, table, p.template)
     cfg = p.simulate
-    ablation = layer_ablations(tail, ids, Q, inp.maps, open_dataset(p.reader, inp.root).labels,
-                               cfg["temperature"], {"val": masks["val"], "test": masks["test"]}, Compute.of(p.compute))
+    ablation = layer_ablations(tail, ids, Q, inp.maps, table.labels, cfg["temperature"],
+                               {"val": masks["val"], "test": masks["test"]}, Compute.of(p.compute), inputs)
     rows = pd.concat([explanation_rows(name, read_table(path, "explanation table"))
                       for name, path in zip(p.explainers, inp.explanations)], ignore_index=True)
     owned = select_units("all", Q.shape[1], tuple(p.shard))

@@ -28,15 +28,17 @@ CACHE_FLOATS = 1 << 17      # the same, per chunk of the closed-form gradient: a
 class Ablation:
     """`y`: the targets, or None for the model's own predictions (a dataset without labels).
     `compute`: where the replay runs, its (unit, input) pairs per batch, and autocast.
-    `progress`: a bar per replay of the tail over units (minutes on a large layer)."""
+    `progress`: a bar per replay of the tail over units (minutes on a large layer).
+    `extras`: the tail's other inputs per input, batch first (a transformer MLP's residual stream)."""
 
     def __init__(self, tail: Tail, acts, y, temperature: float = TEMPERATURE, compute: Compute | None = None,
-                 progress: bool = True):
+                 progress: bool = True, extras=()):
         self.compute, self.progress = compute or Compute(), progress
         self.batch = self.compute.batch_size or PAIRS_PER_BATCH
         self.tail, self.T = tail.to(self.compute.device), float(temperature)
         dtype = next(tail.parameters(), torch.zeros(())).dtype  # replay runs in the model's dtype
         self.acts = self.compute.to(torch.as_tensor(np.asarray(acts)).to(dtype))
+        self.extras = [self.compute.to(torch.as_tensor(np.asarray(e)).to(dtype)) for e in extras]
         self.linear = tail.linear is not None
         if self.linear:  # a linear tail only sees the pooled value; float64 keeps the
             # rank-one updates as exact as a full recomputation
@@ -60,11 +62,13 @@ class Ablation:
         if self.linear:
             W, b = self.tail.linear
             return self.acts @ self.compute.to(W).double().T + self.compute.to(b).double()
-        return torch.cat([self._replay(self.acts[s:s + self.batch]) for s in range(0, len(self.acts), self.batch)])
+        return torch.cat([self._replay(self.acts[s:s + self.batch], s) for s in range(0, len(self.acts), self.batch)])
 
-    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+    def _replay(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The tail on inputs start.. of the split, their activations replaced by `x`."""
+        extras = [e[start:start + len(x)] for e in self.extras]
         with self.compute.autocast():
-            return self.tail(x).to(x.dtype)
+            return self.tail(x, *extras).to(x.dtype)
 
     def _loss(self, logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy at temperature T over the last axis; logits (..., N, classes)."""
@@ -93,7 +97,7 @@ class Ablation:
             for b in range(0, n, self.batch):
                 x = self.acts[b:b + self.batch]
                 mask = F.one_hot(u, self.n_units).to(x.dtype)[None, :, None, None]
-                rows.append(self._replay(x * (1 - mask) + V[b:b + self.batch, j][:, None, None, None] * mask))
+                rows.append(self._replay(x * (1 - mask) + V[b:b + self.batch, j][:, None, None, None] * mask, b))
             out.append(torch.cat(rows))
         return torch.stack(out)
 

@@ -84,17 +84,21 @@ def summary(scores: pd.DataFrame) -> dict:
 
 
 def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, temperature: float,
-                    select: dict[str, np.ndarray], compute=None) -> dict:
+                    select: dict[str, np.ndarray], compute=None, inputs=None) -> dict:
     """An Ablation per named image selection (boolean over `ids`). A linear tail uses the
-    pooled activations Q; any other replays the tail on the layer's cached maps. Targets
-    are the dataset's class labels, or the model's own predictions where it has none."""
+    pooled activations Q; any other replays the tail on the layer's cached maps, or on
+    `inputs(image ids)` -> (maps, extras) where given (an image tower: `linear.towers`).
+    Targets are the dataset's class labels, or the model's own predictions where it has none."""
     from nexplain.activations.read import read_all_maps
     from nexplain.linear.ablation import Ablation  # torch on use: the jobs that only merge or plot start ~2 s sooner
 
     out = {}
     for name, mask in select.items():
+        extras = ()
         if tail.linear is not None:
             acts = Q[mask]
+        elif inputs is not None:
+            acts, extras = inputs(ids[mask])
         else:
             map_ids, acts = read_all_maps(maps_path, ids[mask])
             acts = acts[np.searchsorted(map_ids, ids[mask])]
@@ -103,5 +107,5 @@ def layer_ablations(tail, ids: np.ndarray, Q: np.ndarray, maps_path, labels, tem
             y = None
         if y is None:
             log.info("%s: no class labels for every image; the model's predictions are the targets", name)
-        out[name] = Ablation(tail, acts, y, temperature, compute)
+        out[name] = Ablation(tail, acts, y, temperature, compute, extras=extras)
     return out

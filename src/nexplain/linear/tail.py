@@ -4,9 +4,11 @@
 and keeps the graph from that call to the output. When the rest is global average pooling,
 flatten and one Linear (ResNet layer4 -> avgpool -> fc), `linear` holds (W, b) and
 logits follow exactly from pooled activations (the activation summaries). Otherwise the
-tail replays the remaining modules on cached layer outputs; a tail that also reads
-anything computed before the layer (a skip connection around it) cannot be replayed and
-raises a ModelError naming what it reads.
+tail replays the remaining modules on cached layer outputs. A tail that also reads
+anything computed before the layer (a skip connection around it: a transformer MLP's
+residual stream) raises a ModelError naming what it reads, unless `extras=True`: then those
+values are more inputs of the tail, in `extras` order, and `capture(x)` computes the layer's
+output and them in one forward pass.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class _StopAt(fx.Tracer):
 
 
 class Tail(torch.nn.Module):
-    def __init__(self, module: torch.nn.Module, layer: str):
+    def __init__(self, module: torch.nn.Module, layer: str, extras: bool = False):
         super().__init__()
         get_layer(module, layer)  # a clear error for an unknown layer
         try:
@@ -41,14 +43,34 @@ class Tail(torch.nn.Module):
             raise ModelError(f"layer {layer!r} is called {len(at)} times in the forward pass; "
                              "tail replay needs exactly one call")
         self.layer = layer
-        self.graph_module = fx.GraphModule(module, _tail_graph(graph, at[0], layer))
-        self.linear = _linear_head(self.graph_module)
+        tail, self.extras = _tail_graph(graph, at[0], layer, extras)
+        self.graph_module = fx.GraphModule(module, tail)
+        self.linear = None if extras else _linear_head(self.graph_module)
+        self._full, self._at = (fx.GraphModule(module, graph), at[0].name) if extras else (None, None)
 
-    def forward(self, acts: torch.Tensor) -> torch.Tensor:
-        return self.graph_module(acts)
+    def forward(self, acts: torch.Tensor, *extras: torch.Tensor) -> torch.Tensor:
+        return self.graph_module(acts, *extras)
+
+    def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the layer's output, [each extra input of the tail]) on a model input `x`."""
+        if self._full is None:
+            raise ModelError(f"the tail after {self.layer!r} was built without extras=True")
+        want, seen = {self._at, *self.extras}, {}
+
+        class Record(fx.Interpreter):
+            def run_node(self, n):
+                out = super().run_node(n)
+                if n.name in want:
+                    seen[n.name] = out
+                return out
+
+        Record(self._full).run(x)
+        return seen[self._at], [seen[name] for name in self.extras]
 
 
-def _tail_graph(graph: fx.Graph, at: fx.Node, layer: str) -> fx.Graph:
+def _tail_graph(graph: fx.Graph, at: fx.Node, layer: str, extras: bool = False) -> tuple[fx.Graph, list[str]]:
+    """(the graph from `at` to the output, the names of the earlier nodes it reads: placeholders
+    after `acts`, in this order; only where `extras`)."""
     after, order = {at}, list(graph.nodes)
     for n in order[order.index(at) + 1:]:
         if any(a in after for a in n.all_input_nodes):
@@ -58,16 +80,22 @@ def _tail_graph(graph: fx.Graph, at: fx.Node, layer: str) -> fx.Graph:
         raise ModelError(f"the model's output does not depend on {layer!r}")
     tail, env = fx.Graph(), {}
     env[at] = tail.placeholder("acts")
+    outside = [a for n in order[order.index(at) + 1:] if n in after for a in n.all_input_nodes
+               if a not in after and a.op != "get_attr"]  # parameters and buffers are read again
+    outside = list(dict.fromkeys(outside))
+    if outside and not extras:
+        raise ModelError(f"after {layer!r} the network also reads {[_describe(a) for a in outside]} (computed "
+                         "before it): its tail cannot be replayed from that layer's output")
+    for a in outside:
+        env[a] = tail.placeholder(f"extra_{a.name}")
     for n in order[order.index(at) + 1:]:
-        if n not in after:
-            continue
-        outside = [_describe(a) for a in n.all_input_nodes if a not in after]
-        if outside:
-            raise ModelError(f"after {layer!r} the network also reads {outside} (computed before it): "
-                             "its tail cannot be replayed from that layer's output")
-        env[n] = tail.node_copy(n, lambda a: env[a])
+        if n in after:
+            for a in n.all_input_nodes:
+                if a not in env:  # a get_attr
+                    env[a] = tail.node_copy(a)
+            env[n] = tail.node_copy(n, lambda a: env[a])
     tail.lint()
-    return tail
+    return tail, [a.name for a in outside]
 
 
 def _describe(node: fx.Node) -> str:
