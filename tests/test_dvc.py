@@ -50,6 +50,7 @@ def test_every_job_has_one_finished_child_run(repo):
                      "simulate": 2, "merge_simulation": 1, "top_impact": 2, "merge_top_impact": 1, "area_chart": 1,
                      "captions": 1, "train_vlm": 2, "vlm_embeddings": 2, "evaluate_vlm": 2, "vlm_matrix": 1,
                      "relevance": 2, "merge_relevance": 1, "pure": 1, "causal": 1,
+                     "specialization_explain": 2, "specialization": 1,
                      "score_report": 1, "unit_pages": 1, "headlines": 1}
 
 
@@ -116,9 +117,11 @@ def test_a_code_change_through_dvc_reruns_only_what_uses_it(repo):
     module = wf / "src/nexplain/compositional/explain.py"
     module.write_text(module.read_text() + "\n\ndef _probe():\n    return 1\n")
     proc = dvc(wf, "repro")
-    # the merged tables are rewritten, so the simulation that reads them reruns too
+    # the merged tables are rewritten, so the simulation that reads them reruns too; specialization
+    # explains the snapshots with the same module
     assert _jobs(proc.stdout + proc.stderr) == {"explain": 6, "merge_explanations": 3, "simulate": 2,
                                                 "merge_simulation": 1, "causal": 1,
+                                                "specialization_explain": 2, "specialization": 1,
                                                 "score_report": 1, "unit_pages": 1, "headlines": 1, "all": 1}
     assert "Data and pipelines are up to date" in dvc(wf, "status").stdout
 
