@@ -7,7 +7,7 @@ from nexplain.causal.adversarial import flip_table, gallery_figure
 from nexplain.causal.edits import WorldSpecs, sample_test_images
 from nexplain.causal.efficacy import (concept_effects, explanation_efficacy, pil_batches, random_baseline,
                                      signed_concepts)
-from nexplain.data.concepts import column_names
+from nexplain.data.concepts import concept_names
 from nexplain.data.world import CLASSES
 from nexplain.errors import ModelError
 from nexplain.linear.tail import Tail
@@ -23,7 +23,7 @@ def main(snakemake):
     torch.set_num_threads(p.threads)
     model = load_model(read_manifest(inp.manifest)["spec"])
     specs = WorldSpecs(inp.root)
-    names = column_names(pd.read_parquet(f"{inp.concepts}/concepts.parquet"))
+    names = concept_names(inp.concepts)
     test, ids = sample_test_images(read_table(inp.splits, "splits table"), p.images, p.seed)
     prepare = pil_batches(model.transform)
     effects, _ = concept_effects(model.module, prepare, w.layer, specs, ids, names)

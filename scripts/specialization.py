@@ -1,10 +1,6 @@
 """Progressive specialization of one model on one dataset: each epoch's ranges against the random init's defaults."""
-import os
-
-import pandas as pd
-
 from nexplain.compositional.specialization import default_table, shares
-from nexplain.data.concepts import column_names
+from nexplain.data.concepts import concept_names
 from nexplain.report.report_figures import specialization_bars
 from nexplain.runner import run_rule
 from nexplain.tables import read_table, write_table
@@ -13,7 +9,7 @@ from nexplain.tracking.tracking import Outcome
 
 def main(snakemake):
     p, w, inp, out = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
-    names = column_names(pd.read_parquet(os.path.join(inp.concepts, "concepts.parquet")))
+    names = concept_names(inp.concepts)
     tables = {int(e): read_table(path, f"epoch {e} explanations") for e, path in zip(p.epochs, inp.tables)}
     table = shares(tables, names, p.share, p.k)
     meta = {"model": w.model, "dataset": w.dataset, "share": p.share}

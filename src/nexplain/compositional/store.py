@@ -6,10 +6,9 @@ import os
 import zipfile
 
 import numpy as np
-import pandas as pd
 
 from nexplain.compositional.masks import ConceptStore
-from nexplain.data.concepts import PackedMasks, column_names
+from nexplain.data.concepts import PackedMasks, concept_names
 from nexplain.errors import DataError
 from nexplain.io import write_npz
 
@@ -22,7 +21,7 @@ def open_store(concepts_dir, geometry=None) -> tuple[ConceptStore, list[str]]:
     """
     pm = PackedMasks(os.path.join(concepts_dir, "masks"))
     store = ConceptStore.from_packed(pm, _load_geometry(geometry, len(pm.row), pm.n_concepts) if geometry else None)
-    names = column_names(pd.read_parquet(os.path.join(concepts_dir, "concepts.parquet")))
+    names = concept_names(concepts_dir)
     return store, names
 
 

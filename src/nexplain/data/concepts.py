@@ -76,6 +76,11 @@ def column_names(concepts: pd.DataFrame) -> list[str]:
     return names
 
 
+def concept_names(concepts_dir) -> list[str]:
+    """`column_names` of a concept-tables folder's concepts.parquet: the names by concept id."""
+    return column_names(pd.read_parquet(os.path.join(concepts_dir, "concepts.parquet")))
+
+
 def _metadata(ds: BrodenDataset) -> dict[bytes, bytes]:
     meta = {"dataset": ds.root.name, "n_images": len(ds), "n_concepts": len(ds.concepts),
             "mask_shape": list(ds.mask_shape)}
