@@ -96,8 +96,8 @@ def default_table(tables: dict[int, pd.DataFrame], names, share: float = 0.2) ->
     rows = []
     for layer in sorted(set(tables[0]["layer"])):
         t = tables[0][tables[0]["layer"] == layer]
-        counts = Counter(f for f in _formulas(t, names) if f is not None)
-        prefix_counts = Counter(f.left for f in _formulas(t, names) if f is not None and f.left is not None)
+        parsed = [f for f in _formulas(t, names) if f is not None]
+        counts, prefix_counts = Counter(parsed), Counter(f.left for f in parsed if f.left is not None)
         formulas, prefixes = defaults(t, names, share)
         rows += [{"layer": layer, "kind": "formula", "rank": i, "formula": to_str(f, names), "count": counts[f]}
                  for i, f in enumerate(formulas)]
