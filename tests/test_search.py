@@ -231,14 +231,12 @@ def test_cache_reused_across_units(planted):
 def test_small_chunks_give_the_same_answers(monkeypatch):
     """The block loops that bound memory at Broden scale, each run over many tiny blocks."""
     import nexplain.compositional.masks as masks_mod
-    import nexplain.compositional.search as search_mod
     rng = np.random.default_rng(8)
     cases = [random_case(rng) for _ in range(15)]
     want = [summary(beam_search(Bitmap.from_dense(a), ConceptStore.from_dense(m, lvl), **p))
             for m, lvl, a, p in cases]
     monkeypatch.setattr(masks_mod, "GATHER_BYTES", 1)
     monkeypatch.setattr(masks_mod, "GEOMETRY_BYTES", 1)
-    monkeypatch.setattr(search_mod, "ESTIMATE_PAIRS", 3)
     for (m, lvl, a, p), w in zip(cases, want):
         st = ConceptStore.from_dense(m, lvl)
         for fn in (beam_search, mmesh_search):

@@ -11,12 +11,11 @@ memory stays bounded by the batch and the output bitmaps, whatever the image cou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
+from nexplain.compositional import kernels
 from nexplain.compositional.masks import Bitmap
-from nexplain.data.concepts import pack_masks, row_bytes_for
+from nexplain.data.concepts import row_bytes_for
 from nexplain.errors import DataError
 
 TOP_QUANTILE = 0.995
@@ -91,9 +90,7 @@ def top_bitmap(image_ids, maps, n_images: int, mask_shape, q: float = TOP_QUANTI
                threshold: float | None = None, batch_size: int = BATCH) -> tuple[Bitmap, dict]:
     """Cells whose upsampled activation is > the unit's q-quantile (or `threshold`)."""
     t = quantile_threshold(maps, q) if threshold is None else float(threshold)
-    bound = exact_bound(t, np.float32, up=False)  # upsampled maps are float32
-    [bitmap] = _bitmaps(image_ids, maps, n_images, mask_shape, 1, lambda a: [a > bound], batch_size,
-                        floor=float(bound))
+    [bitmap] = _bitmaps(image_ids, maps, n_images, mask_shape, [Range(t, np.inf, False, True, 0)], batch_size)
     dead = bool(np.min(maps) == np.max(maps)) if np.size(maps) else True
     info = {"threshold": t, "q": q, "n_cells": bitmap.count(), "n_images_active": len(bitmap.ids),
             "dead": dead}
@@ -163,9 +160,7 @@ def cluster_bitmaps(image_ids, maps, n_images: int, mask_shape, ranges: list[Ran
         return []
     # Bilinear values are convex combinations of raw values; clipping to the raw extremes
     # only removes float32 rounding past them, which would drop cells from the top range.
-    clip = (np.min(maps), np.max(maps))
-    return _bitmaps(image_ids, maps, n_images, mask_shape, len(ranges), _classifier(ranges),
-                    batch_size, clip, floor=min(r.lo for r in ranges))
+    return _bitmaps(image_ids, maps, n_images, mask_shape, ranges, batch_size, clip=True)
 
 
 def _centres(fit: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
@@ -194,59 +189,54 @@ def check_image_ids(image_ids, n_maps: int, n_images: int) -> np.ndarray:
     return ids
 
 
-def _classifier(ranges: list[Range]) -> Callable:
-    """upsampled batch -> one bool array per range. Ranges that tile an interval (each
-    (lo, hi] up to the last) count the boundaries each cell is past, K + 1 comparisons in
-    all, instead of 2K comparisons and K ANDs: range j holds the cells past j + 1 of them."""
-    tiled = all(a.hi == b.lo and a.hi_inclusive and not b.lo_inclusive for a, b in zip(ranges, ranges[1:]))
-    if not tiled:
-        return lambda up: (r.contains(up) for r in ranges)
-
-    def classify(up):
-        past = np.zeros(up.shape, np.uint8)
-        for r in ranges:
-            past += r.above(up)
-        past += ~ranges[-1].below(up)  # above the top: past every boundary, in no range
-        return ((past == j + 1) for j in range(len(ranges)))
-    return classify
+def _bounds(ranges: list[Range]) -> tuple[np.ndarray, np.ndarray]:
+    """Strict float32 bounds per range: value in range iff lo < value < hi, exactly
+    (`exact_bound`, then a closed bound moves one float32 outwards)."""
+    down, up = np.float32(-np.inf), np.float32(np.inf)
+    lo = [np.nextafter(exact_bound(r.lo, np.float32, up=True), down) if r.lo_inclusive
+          else exact_bound(r.lo, np.float32, up=False) for r in ranges]
+    hi = [np.nextafter(exact_bound(r.hi, np.float32, up=False), up) if r.hi_inclusive
+          else exact_bound(r.hi, np.float32, up=True) for r in ranges]
+    return np.array(lo, np.float32), np.array(hi, np.float32)
 
 
-def _bitmaps(image_ids, maps, n_images, mask_shape, n_out: int, classify: Callable, batch_size,
-             clip=None, floor: float | None = None) -> list[Bitmap]:
-    """Bitmaps of `classify(upsampled batch)` (one bool array per output), images in id order.
-    `floor`: no output holds a value below it, so images whose raw maximum is below it are
-    skipped (bilinear values are convex combinations of raw ones; the slack covers float32
-    rounding, so the result is the same as without skipping)."""
-    maps = np.asarray(maps)
+def _bitmaps(image_ids, maps, n_images, mask_shape, ranges: list[Range], batch_size,
+             clip: bool = False) -> list[Bitmap]:
+    """One Bitmap per range of the upsampled values, images in id order; `clip`: values
+    clipped to the raw extremes first. Images whose raw maximum is below every range are
+    skipped (bilinear values are convex combinations of raw ones; the slack covers
+    float32 rounding, so the result is the same as without skipping)."""
+    maps = np.asarray(maps, dtype=np.float32)  # what upsampling computes in
     if maps.ndim != 3:
         raise DataError(f"unit maps must be (n, h, w), got shape {maps.shape}")
     ids = check_image_ids(image_ids, len(maps), n_images)
     shape = (int(mask_shape[0]), int(mask_shape[1]))
-    row_bytes = row_bytes_for(shape)
+    words = row_bytes_for(shape) // 8
+    bounds = _bounds(ranges)
+    lo, hi = ((np.min(maps), np.max(maps)) if clip and maps.size else (-np.inf, np.inf))
     order = np.argsort(ids, kind="stable")
-    if floor is not None and maps.size:
+    floor = float(bounds[0].min())
+    if maps.size:
         top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)[order]
         order = order[top >= floor - 1e-6 * (abs(floor) + np.abs(top))]
     in_order = len(order) == len(ids) and bool(np.all(order == np.arange(len(ids))))
-    # One buffer per test, sized for every image: np.empty pages become resident only
-    # when written, and unlike many per-batch parts they leave no holes in the heap
-    # between the large per-batch temporaries (which otherwise kept ~1 GB resident).
-    out_ids = [np.empty(len(ids), np.int64) for _ in range(n_out)]
-    out_rows = [np.empty((len(ids), row_bytes), np.uint8) for _ in range(n_out)]
-    filled = [0] * n_out
+    # One buffer per range, sized for every image: np.empty pages become resident only
+    # when written, and unlike many per-batch parts they leave no holes in the heap.
+    out_ids = [np.empty(len(ids), np.int64) for _ in ranges]
+    out_rows = [np.empty((len(ids), words), np.uint64) for _ in ranges]
+    filled = [0] * len(ranges)
+    packed = np.empty((len(ranges), batch_size, words * 8), np.uint8)
     for start in range(0, len(order), batch_size):
         sel = slice(start, start + batch_size) if in_order else order[start:start + batch_size]
         up = upsample(maps[sel], shape)
-        if clip is not None:
-            np.clip(up, clip[0], clip[1], out=up)
+        n = len(up)
+        keep = kernels.pack_ranges(up.reshape(n, -1), *bounds, np.float32(lo), np.float32(hi), packed[:, :n])
         batch_ids = ids[sel]
-        for j, cells in enumerate(classify(up)):
-            keep = cells.reshape(len(cells), -1).any(axis=1)
-            f, k = filled[j], int(keep.sum())
-            if k:
-                out_ids[j][f:f + k] = batch_ids[keep]
-                out_rows[j][f:f + k] = pack_masks(cells[keep], row_bytes)
-                filled[j] = f + k
+        for j in range(len(ranges)):
+            f, k = filled[j], int(keep[j].sum())
+            out_ids[j][f:f + k] = batch_ids[keep[j]]
+            out_rows[j][f:f + k] = packed[j, :n][keep[j]].view(np.uint64)
+            filled[j] = f + k
     result = []
     for j, f in enumerate(filled):
         # Trim, then drop the full-size buffer before trimming the next one.
@@ -254,5 +244,5 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, n_out: int, classify: Callab
         out_ids[j] = out_rows[j] = None
         if f < len(ids_j):
             ids_j, rows_j = ids_j[:f].copy(), rows_j[:f].copy()
-        result.append(Bitmap(ids_j, rows_j, n_images, shape))
+        result.append(Bitmap(ids_j, rows_j.view(np.uint8), n_images, shape))
     return result

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nexplain.compositional import kernels
 from nexplain.data.concepts import BITORDER, pack_masks, row_bytes_for
 
 
@@ -67,28 +68,13 @@ GATHER_BYTES = 1 << 20  # packed rows per gather chunk: fits in L2 beside its te
 
 def popcount_rows(rows: np.ndarray) -> np.ndarray:
     """Set bits per packed row, as int64."""
-    if len(rows) == 0:
-        return np.zeros(0, np.int64)
-    words = np.ascontiguousarray(rows).view(np.uint64)
-    return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-
-
-def popcount_total(rows: np.ndarray) -> int:
-    """Set bits in all packed rows; uint32 sums (faster than int64) while they cannot overflow."""
-    words = np.ascontiguousarray(rows).view(np.uint64)
-    return int(np.bitwise_count(words).sum(dtype=np.uint32 if rows.nbytes < 1 << 28 else np.int64))
+    return kernels.popcounts(kernels.words(rows))
 
 
 # --- set operations between bitmaps, restricted to the images where the result can be set ---
 
 OR, AND, AND_NOT = "OR", "AND", "AND NOT"
 OPS = (OR, AND, AND_NOT)  # this order is the op order of candidate arrays and of tie-breaks
-
-
-def _compact(ids: np.ndarray, rows: np.ndarray, like: Bitmap) -> Bitmap:
-    """Bitmap of (ids, rows) with empty rows dropped (keeps the `no empty rows` invariant)."""
-    keep = np.ascontiguousarray(rows).view(np.uint64).any(axis=1)
-    return Bitmap(ids[keep].astype(np.int64, copy=False), rows[keep], like.n_images, like.shape)
 
 
 def match_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,34 +88,26 @@ def match_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
-    """a AND b, over the images both list; chunked so the gathers stay in cache."""
-    ia, ib = match_sorted(a.ids, b.ids)
-    rows = np.empty((len(ia), a.rows.shape[1]), np.uint8)
-    keep = np.empty(len(ia), bool)
-    step = max(1, GATHER_BYTES // max(1, rows.shape[1]))
-    for s in range(0, len(ia), step):
-        out = np.bitwise_and(a.rows[ia[s:s + step]], b.rows[ib[s:s + step]], out=rows[s:s + step])
-        keep[s:s + step] = out.view(np.uint64).any(axis=1)
-    ids = a.ids[ia].astype(np.int64, copy=False)
-    return Bitmap(ids, rows, a.n_images, a.shape) if keep.all() else \
-        Bitmap(ids[keep], rows[keep], a.n_images, a.shape)
+    """a AND b, over the images both list."""
+    ids, rows, _, _ = kernels.and_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
+    return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
 def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
     """a AND NOT b, over a's images."""
-    ia, ib = match_sorted(a.ids, b.ids)
-    rows = np.array(a.rows)
-    rows[ia] &= ~b.rows[ib]
-    return _compact(a.ids, rows, a)
+    ids, rows, _ = kernels.andnot_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
+    return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
 def bitmap_or(a: Bitmap, b: Bitmap) -> Bitmap:
     """a OR b, over the images either lists."""
-    ids = np.union1d(a.ids, b.ids)
-    rows = np.zeros((len(ids), a.rows.shape[1]), np.uint8)
-    rows[np.searchsorted(ids, a.ids)] = a.rows
-    rows[np.searchsorted(ids, b.ids)] |= b.rows
-    return Bitmap(ids, rows, a.n_images, a.shape)
+    return _or(a, b)[0]
+
+
+def _or(a: Bitmap, b: Bitmap) -> tuple[Bitmap, np.ndarray, np.ndarray]:
+    """(a OR b, positions of a's images in it, of b's)."""
+    ids, rows, pa, pb = kernels.or_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
+    return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), pa, pb
 
 
 def intersect_counts(a: Bitmap, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
@@ -237,19 +215,20 @@ class Region:
 def combine(left: Region, op: str, right: Region) -> Region:
     """`left op right` with geometry composed without looking at cells (valid, maybe loose)."""
     a, b = left.bitmap, right.bitmap
-    ia, ib = match_sorted(a.ids, b.ids)
+    wa, wb = kernels.words(a.rows), kernels.words(b.rows)
     if op == AND:
-        rows, ids = a.rows[ia] & b.rows[ib], a.ids[ia]
+        ids, rows, ia, ib = kernels.and_rows(wa, a.ids, wb, b.ids)
         box = box_meet(left.box[ia], right.box[ib])
         rect = box_meet(left.rect[ia], right.rect[ib])
     elif op == AND_NOT:
-        rows, ids = np.array(a.rows), a.ids
-        rows[ia] &= ~b.rows[ib]
-        box, rect = left.box, left.rect.copy()
+        ids, rows, keep = kernels.andnot_rows(wa, a.ids, wb, b.ids)
+        ia, ib = match_sorted(a.ids, b.ids)
+        rect = left.rect.copy()
         rect[ia] = rect_outside(left.rect[ia], right.box[ib])
+        box, rect = left.box[keep], rect[keep]
     elif op == OR:
-        bm = bitmap_or(a, b)
-        pa, pb = np.searchsorted(bm.ids, a.ids), np.searchsorted(bm.ids, b.ids)
+        bm, pa, pb = _or(a, b)
+        ia, ib = match_sorted(a.ids, b.ids)
         box = np.zeros((len(bm.ids), 4), np.int16)
         rect = np.zeros_like(box)
         box[pa], rect[pa] = left.box, left.rect
@@ -261,8 +240,7 @@ def combine(left: Region, op: str, right: Region) -> Region:
         return Region(bm, box, rect)
     else:
         raise ValueError(f"unknown operator {op!r}")
-    keep = np.ascontiguousarray(rows).view(np.uint64).any(axis=1)
-    return Region(Bitmap(ids[keep], rows[keep], a.n_images, a.shape), box[keep], rect[keep])
+    return Region(Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), box, rect)
 
 
 GEOMETRY_BYTES = 16 << 20  # unpacked cells per geometry batch: bounds memory at any scale
@@ -283,6 +261,7 @@ class ConceptStore:
         self.row_bytes = row_bytes_for(self.shape)
         self.pair_concept, self.pair_image, self.pair_row = concept, image_id, row
         self.area, self.bits = area, bits
+        self.words = kernels.words(np.asarray(bits))  # the kernels' view of the rows (no copy)
         self.ptr = np.searchsorted(concept, np.arange(n_concepts + 1)).astype(np.int64)
         self.sizes = np.bincount(concept, weights=area, minlength=n_concepts).astype(np.int64)
         self.img_pairs = np.argsort(image_id, kind="stable").astype(np.int32)
@@ -392,43 +371,23 @@ class ConceptStore:
 
     def concept_count(self, c: int, *bitmaps: Bitmap) -> int:
         """|c and b1 and b2 ...|, touching only the rows of images all of them list."""
-        lo = self.ptr[c]
-        keep, pos = np.arange(self.ptr[c + 1] - lo), []
-        for b in bitmaps:
-            k, kb = match_sorted(self.pair_image[lo + keep], b.ids)
-            keep, pos = keep[k], [p[k] for p in pos] + [kb]
-        rows, total = self.pair_row[lo + keep], 0
-        step = max(1, GATHER_BYTES // self.row_bytes)
-        for s in range(0, len(keep), step):
-            acc = bitmaps[0].rows[pos[0][s:s + step]]
-            for b, p in zip(bitmaps[1:], pos[1:]):
-                acc &= b.rows[p[s:s + step]]
-            total += popcount_total(self._and_rows(acc, rows[s:s + step]))
-        return total
+        b = bitmaps[0]
+        for other in bitmaps[1:]:
+            b = bitmap_and(b, other)
+        return self.nested_counts(c, b, b)[0]
 
-    def nested_counts(self, c: int, outer: Bitmap, inner: Bitmap) -> tuple[int, int]:
-        """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once."""
-        lo = self.ptr[c]
-        k, ko = match_sorted(self.pair_image[lo:self.ptr[c + 1]], outer.ids)
-        rows = self.pair_row[lo + k]
-        ki, ii = match_sorted(outer.ids[ko], inner.ids)  # positions in k where inner has a row
-        x = y = 0
-        step = max(1, GATHER_BYTES // self.row_bytes)
-        for s in range(0, len(k), step):
-            acc = self._and_rows(outer.rows[ko[s:s + step]], rows[s:s + step])  # c and outer
-            x += popcount_total(acc)
-            a, b = np.searchsorted(ki, [s, s + step])
-            y += popcount_total(acc[ki[a:b] - s] & inner.rows[ii[a:b]])
-        return x, y
-
-    def _and_rows(self, acc: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """acc &= the packed rows of pairs r, in place; image-level pairs (-1) cover every cell."""
-        pix = r >= 0
-        if pix.all():  # the usual case: a plain gather, no masked copy and scatter
-            acc &= self.bits[r]
+    def nested_counts(self, c: int, outer: Bitmap | Region, inner: Bitmap) -> tuple[int, int]:
+        """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once
+        (within both bounding boxes when `outer` is a Region)."""
+        lo, hi = self.ptr[c], self.ptr[c + 1]
+        if isinstance(outer, Region):
+            outer, box = outer.bitmap, outer.box
         else:
-            acc[pix] &= self.bits[r[pix]]
-        return acc
+            box = np.empty((len(outer.ids), 4), np.int16)
+            box[:] = (0, 0) + self.shape  # no box known: the whole image
+        return kernels.concept_counts(self.words, self.pair_row[lo:hi], self.pair_image[lo:hi], self.box[lo:hi],
+                                      kernels.words(outer.rows), outer.ids, box,
+                                      kernels.words(inner.rows), inner.ids, self.shape[1])
 
     # --- all concepts at once ---
 
@@ -445,31 +404,15 @@ class ConceptStore:
 
     def pair_counts_many(self, bitmaps: list[Bitmap]) -> list[tuple[np.ndarray, np.ndarray]]:
         """`pair_counts` of several bitmaps from one read of the rows they share images with
-        (the K cluster ranges of a unit: each row of bits.u8 is gathered once, not K times)."""
+        (the K cluster ranges of a unit: each row of bits.u8 is read once, not K times)."""
         if not bitmaps:
             return []
         pairs = self.pairs_in_images(np.unique(np.concatenate([b.ids for b in bitmaps])))
-        img, rows = self.pair_image[pairs], self.pair_row[pairs]
-        where = [self.positions(b.ids)[img] for b in bitmaps]  # -1: the bitmap lacks that image
-        counts = [np.zeros(len(pairs), np.int64) for _ in bitmaps]
-        step = max(1, GATHER_BYTES // self.row_bytes)
-        for s in range(0, len(pairs), step):
-            r = rows[s:s + step]
-            full = r < 0  # image-level pairs: the count is the bitmap's own
-            # row 0 stands in for image-level pairs (never used); a store of image-level
-            # labels only has no rows at all
-            gathered = self.bits[np.where(full, 0, r)] if len(self.bits) else \
-                np.zeros((len(r), self.row_bytes), np.uint8)
-            for b, pos, out in zip(bitmaps, where, counts):
-                p = pos[s:s + step]
-                has = np.flatnonzero(p >= 0)
-                acc, pix = b.rows[p[has]], ~full[has]
-                if pix.all():
-                    acc &= gathered[has]
-                else:
-                    acc[pix] &= gathered[has[pix]]
-                out[s + has] = popcount_rows(acc)
-        return [(pairs[pos >= 0], out[pos >= 0]) for pos, out in zip(where, counts)]
+        where = np.stack([self.positions(b.ids) for b in bitmaps])
+        rows = tuple(kernels.words(b.rows) for b in bitmaps)
+        counts = kernels.pair_counts(self.words, self.pair_row, self.box, pairs, self.pair_image, rows, where,
+                                     self.shape[1])
+        return [(pairs[n >= 0], n[n >= 0]) for n in counts]
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """(N,) lookup: position of image n in sorted `ids`, -1 if absent (a gather beats a search)."""

@@ -42,9 +42,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nexplain.compositional import kernels
 from nexplain.compositional.formulas import AND, OPS, OR, Formula, leaf
-from nexplain.compositional.masks import (Bitmap, ConceptStore, Region, bitmap_and, box_area, box_overlap,
-                                          combine, hull_area)
+from nexplain.compositional.masks import Bitmap, ConceptStore, Region, bitmap_and, combine
 
 
 class Scored(NamedTuple):
@@ -164,8 +164,8 @@ class _Ctx:
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
         return hit[0]
 
-    def xy_counts(self, f: Formula, c: int, bm: Bitmap, al: Bitmap) -> tuple[int, int]:
-        """(X, Y) = (|L and c|, |A and L and c|) for one concept; `bm` = L, `al` = A and L.
+    def xy_counts(self, f: Formula, c: int, region: Region, al: Bitmap) -> tuple[int, int]:
+        """(X, Y) = (|L and c|, |A and L and c|) for one concept; `region` = L's, `al` = A and L.
         X is unit-independent and cached; a miss counts both from one read of c's rows."""
         hit = self.cache.counts.get(f.key)
         if hit is None:
@@ -173,16 +173,16 @@ class _Ctx:
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
         if hit[1][c]:
             return int(hit[0][c]), self.store.concept_count(c, al)
-        x, y = self.store.nested_counts(c, bm, al)
+        x, y = self.store.nested_counts(c, region, al)
         hit[0][c], hit[1][c] = x, True
         return x, y
 
-    def ic_of(self, pairs: np.ndarray) -> np.ndarray:
+    def ic_of(self, pairs: np.ndarray | None = None) -> np.ndarray:
         """|A_n and c_n| for pair ids (0 for pairs outside supp(A)); a dense (P,) table, made once."""
         if self._ic is None:
             self._ic = np.zeros(len(self.store.pair_concept), np.int32)
             self._ic[self.pairs] = self.pair_counts
-        return self._ic[pairs]
+        return self._ic if pairs is None else self._ic[pairs]
 
     def expansion(self, f: Formula, mmesh: bool, floor: float = 0.0):
         """(|L|, |A and L|, Y = |A and L and c| (C,) or MMESH bounds (3, C)) of beam formula L.
@@ -303,9 +303,6 @@ def _exact_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
     return len(beam_entries) * len(OPS) * int(ctx.nonempty.sum())
 
 
-ESTIMATE_PAIRS = 1 << 18  # pairs per block of bound terms: bounds transient memory (~50 MB)
-
-
 def _coarse(ctx: _Ctx, n_l: int, i_l: int) -> np.ndarray:
     """Upper bounds on the IoU of `L op c` from totals alone, (3, C): |A and F| at most
     i_l + Z (OR), min(i_l, Z) (AND), i_l (AND NOT); |F outside A| at least the larger of
@@ -333,36 +330,11 @@ def _estimates(ctx: _Ctx, region: Region, areas: np.ndarray, il_img: np.ndarray,
     the others get the smaller of the two bounds.
     """
     st, bm = ctx.store, region.bitmap
-    cells = st.shape[0] * st.shape[1]
     coarse = _coarse(ctx, n_l, i_l)
     refine = coarse.max(axis=0) >= floor
-    pairs, where = st.pairs_in_images(bm.ids), st.positions(bm.ids)
-    if not refine.all():
-        pairs = pairs[refine[st.pair_concept[pairs]]]
-    terms = np.zeros((7, st.n_concepts), np.int64)  # per-pair corrections to the totals, per concept
-    mx = np.maximum
-    for s in range(0, len(pairs), ESTIMATE_PAIRS):
-        p = pairs[s:s + ESTIMATE_PAIRS]  # concept-major, so each concept is one segment
-        n, c = st.pair_image[p], st.pair_concept[p]
-        pos = where[n]
-        i32 = np.int32  # cell counts fit; half the memory traffic of int64
-        a_n, il, ic = ctx.a_img[n].astype(i32), il_img[n].astype(i32), ctx.ic_of(p)
-        a_l, a_c = areas[pos].astype(i32), st.area[p].astype(i32)
-        box_l, rect_l, box_c, rect_c = region.box[pos], region.rect[pos], st.box[p], st.rect[p]
-        ov_box = box_overlap(box_l, box_c).astype(i32)
-        fl, fc = a_l - il, a_c - ic  # cells of L and of c outside A_n
-        shared_fp = np.minimum(np.minimum(fl, fc), ov_box)  # >= |L and c outside A_n|
-        or_i = np.minimum(a_n, il + ic)
-        or_a = mx(mx(a_l, a_c), mx(a_l + a_c - ov_box, or_i + fl + fc - shared_fp))
-        and_i = np.minimum(il, ic)
-        and_a = mx(mx(box_overlap(rect_l, rect_c), a_l + a_c - hull_area(box_l, box_c)),
-                   and_i + mx(fl + fc - (cells - a_n), 0))
-        not_i = np.minimum(il, a_n - ic)
-        not_a = mx(mx(a_l - np.minimum(ov_box, a_c), box_area(rect_l) - box_overlap(rect_l, box_c)),
-                   not_i + fl - shared_fp)
-        w = np.stack([or_i - il - ic, or_a - a_l - a_c, and_i, and_a, not_i - il, not_a - a_l, ov_box])
-        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-        terms[:, c[first]] += np.add.reduceat(w.astype(np.int64), first, axis=1)
+    terms = kernels.estimate_terms(bm.ids, st.img_ptr, st.img_pairs, st.pair_concept, refine, ctx.a_img, il_img,
+                                   ctx.ic_of(), areas, region.box, region.rect, st.area, st.box, st.rect,
+                                   st.shape[0] * st.shape[1])
     inter = np.stack([i_l + ctx.Z + terms[0], terms[2], i_l + terms[4]])
     size = np.stack([n_l + st.sizes + terms[1], terms[3], n_l + terms[5]])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -376,7 +348,7 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
     st, parts = ctx.store, []
     # the beam's masks stay pinned for the round: evaluations interleave across them, and an
     # LRU smaller than the beam would rebuild them over and over
-    masks = [ctx.formed(e.formula)[0].bitmap for e in beam_entries]
+    regions = [ctx.formed(e.formula)[0] for e in beam_entries]
     floor = sel.worst if sel.full else 0.0  # only rises during the round, and round to round
     for li, e in enumerate(beam_entries):
         bound = ctx.expansion(e.formula, mmesh=True, floor=floor)[2][0]
@@ -400,8 +372,8 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
             n_l, i_l, (_, disjoint) = ctx.expansion(left, mmesh=True)
             counted = not disjoint[cc]  # X = Y = 0 proven (boxes, co-occurrence): nothing to read
             if counted and (left.written, cc) not in ctx.xy:  # X and Y serve all three operators
-                bm = masks[li[k]]  # Y from A and L reads fewer rows than from A and L apart
-                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, bm, ctx.al(left, bm))
+                region = regions[li[k]]  # Y from A and L reads fewer rows than from A and L apart
+                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, region, ctx.al(left, region.bitmap))
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
             size = (n_l + int(st.sizes[cc]) - x, x, n_l - x)[op[k]]
             inter = (i_l + int(ctx.Z[cc]) - y, y, i_l - y)[op[k]]

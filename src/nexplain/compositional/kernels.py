@@ -1,0 +1,266 @@
+"""Compiled loops over packed mask rows (numba): the exact counts of the searches, fused.
+
+Rows are viewed as uint64 words (`words`). Each kernel reads every row it needs once
+and keeps no temporaries: a numpy `a[ia] & b[ib]` then popcount writes and rereads each
+gathered row several times, and the counts are memory-bound. All arithmetic is on exact
+integers, so the results equal the numpy formulation bit for bit.
+
+Row index -1 stands for an image-level label: every cell of the image is set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+JIT = dict(cache=True, nogil=True)  # compiled once per machine into __pycache__
+
+
+@intrinsic
+def _ctpop(typingctx, x):
+    """LLVM's popcount of one uint64 (numba has no scalar popcount of its own)."""
+    def codegen(context, builder, signature, args):
+        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)]), args)
+    return types.uint64(types.uint64), codegen
+
+
+def words(rows: np.ndarray) -> np.ndarray:
+    """Packed rows (k, row_bytes) uint8 as (k, row_bytes / 8) uint64, without a copy."""
+    return np.ascontiguousarray(rows).view(np.uint64)
+
+
+@njit(**JIT)
+def row_count(a, i):
+    s = 0
+    for w in range(a.shape[1]):
+        s += _ctpop(a[i, w])
+    return s
+
+
+@njit(**JIT)
+def span(r0, r1, width):
+    """The words holding image rows r0 <= r < r1 (cells r * width ...), half-open."""
+    return (r0 * width) >> 6, min((r1 * width + 63) >> 6, 1 << 30)
+
+
+@njit(**JIT)
+def and_count_span(a, i, b, j, w0, w1):
+    """|a[i] and b[j]| over words w0 <= w < w1 (the cells both can hold); j = -1: all ones."""
+    s = 0
+    if j < 0:
+        for w in range(w0, min(w1, a.shape[1])):
+            s += _ctpop(a[i, w])
+    else:
+        for w in range(w0, min(w1, a.shape[1])):
+            s += _ctpop(a[i, w] & b[j, w])
+    return s
+
+
+@njit(**JIT)
+def popcounts(a):
+    """Set bits per row, (k,) int64."""
+    out = np.empty(a.shape[0], np.int64)
+    for i in range(a.shape[0]):
+        out[i] = row_count(a, i)
+    return out
+
+
+@njit(**JIT)
+def pair_counts(bits, pair_row, pair_box, pairs, pair_image, rows, where, width):
+    """|b_n and c_n| for every pair p = (c, n) of `pairs` and every bitmap b.
+
+    `rows`: a tuple of the bitmaps' words; `where` (K, N): position of image n in bitmap
+    k, -1 if absent. Each concept row is read once for all K bitmaps, and only the words
+    of its bounding box's rows. Returns (K, P) counts, -1 where the bitmap lacks the image."""
+    out = np.full((len(rows), len(pairs)), -1, np.int64)
+    for q in range(len(pairs)):
+        p = pairs[q]
+        n, r = pair_image[p], pair_row[p]
+        w0, w1 = span(np.int64(pair_box[p, 0]), np.int64(pair_box[p, 2]), width)
+        for k in range(len(rows)):
+            i = where[k, n]
+            if i >= 0:
+                out[k, q] = and_count_span(rows[k], i, bits, r, w0, w1)
+    return out
+
+
+@njit(**JIT)
+def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner, inner_ids, width):
+    """(|c and outer|, |c and inner|) over a concept's pairs (`rows`, `images` sorted, `c_box`),
+    `inner` a subset of `outer` (whose boxes are `outer_box`); reads each of c's rows once,
+    only where outer is set and only the rows both boxes cover."""
+    x = y = 0
+    for q in range(len(images)):
+        n = images[q]
+        i = np.searchsorted(outer_ids, n)
+        if i == len(outer_ids) or outer_ids[i] != n:
+            continue
+        r0 = max(np.int64(c_box[q, 0]), np.int64(outer_box[i, 0]))
+        r1 = min(np.int64(c_box[q, 2]), np.int64(outer_box[i, 2]))
+        if r1 <= r0:
+            continue
+        w0, w1 = span(r0, r1, width)
+        x += and_count_span(outer, i, bits, rows[q], w0, w1)
+        j = np.searchsorted(inner_ids, n)
+        if j < len(inner_ids) and inner_ids[j] == n:
+            y += and_count_span(inner, j, bits, rows[q], w0, w1)
+    return x, y
+
+
+@njit(**JIT)
+def _matches(a_ids, b_ids):
+    """Positions (ia, ib) with a_ids[ia] == b_ids[ib], by a merge join of the sorted ids."""
+    ia = np.empty(min(len(a_ids), len(b_ids)), np.int64)
+    ib = np.empty_like(ia)
+    m = i = j = 0
+    while i < len(a_ids) and j < len(b_ids):
+        if a_ids[i] < b_ids[j]:
+            i += 1
+        elif a_ids[i] > b_ids[j]:
+            j += 1
+        else:
+            ia[m], ib[m] = i, j
+            m, i, j = m + 1, i + 1, j + 1
+    return ia[:m], ib[:m]
+
+
+@njit(**JIT)
+def and_rows(a, a_ids, b, b_ids):
+    """a AND b over the images both list, empty results dropped: (ids, words, ia, ib),
+    the kept rows' positions in a and in b."""
+    ia, ib = _matches(a_ids, b_ids)
+    out = np.empty((len(ia), a.shape[1]), np.uint64)
+    k = 0
+    for q in range(len(ia)):
+        nz = np.uint64(0)
+        for w in range(a.shape[1]):
+            v = a[ia[q], w] & b[ib[q], w]
+            out[k, w] = v
+            nz |= v
+        if nz != 0:
+            ia[k], ib[k] = ia[q], ib[q]
+            k += 1
+    return a_ids[ia[:k]], out[:k], ia[:k], ib[:k]
+
+
+@njit(**JIT)
+def andnot_rows(a, a_ids, b, b_ids):
+    """a AND NOT b over a's images, empty results dropped: (ids, words, kept positions in a)."""
+    ia, ib = _matches(a_ids, b_ids)
+    out = a.copy()
+    for q in range(len(ia)):
+        for w in range(a.shape[1]):
+            out[ia[q], w] &= ~b[ib[q], w]
+    keep = np.empty(len(a_ids), np.int64)
+    k = 0
+    for i in range(len(a_ids)):
+        nz = np.uint64(0)
+        for w in range(a.shape[1]):
+            nz |= out[i, w]
+        if nz != 0:
+            out[k], keep[k] = out[i], i
+            k += 1
+    return a_ids[keep[:k]], out[:k], keep[:k]
+
+
+@njit(**JIT)
+def _overlap(p, i, q, j):
+    """Area of the intersection of rectangles p[i] and q[j], (r0, c0, r1, c1) half-open."""
+    h = np.int64(min(p[i, 2], q[j, 2])) - max(p[i, 0], q[j, 0])  # int64: int16 boxes never overflow
+    w = np.int64(min(p[i, 3], q[j, 3])) - max(p[i, 1], q[j, 1])
+    return max(h, 0) * max(w, 0)
+
+
+@njit(**JIT)
+def estimate_terms(ids, img_ptr, img_pairs, pair_concept, refine, a_img, il_img, ic, areas, box_l, rect_l,
+                   area_c, box_c, rect_c, cells):
+    """MMESH's per-pair corrections to the totals, summed per concept: (7, C) int64.
+
+    Rows: OR's |A and F| and |F| corrections, AND's two, AND NOT's two, box overlap
+    (the formulas of `search._estimates`). Walks L's images (`ids`, positions aligned
+    with `areas`, `box_l`, `rect_l`) and their pairs, skipping concepts not to `refine`."""
+    terms = np.zeros((7, len(refine)), np.int64)
+    for pos in range(len(ids)):
+        n = ids[pos]
+        a_n, il, a_l = np.int64(a_img[n]), np.int64(il_img[n]), np.int64(areas[pos])
+        for q in range(img_ptr[n], img_ptr[n + 1]):
+            p = img_pairs[q]
+            c = pair_concept[p]
+            if not refine[c]:
+                continue
+            i_c, a_c = np.int64(ic[p]), np.int64(area_c[p])
+            ov_box = _overlap(box_l, pos, box_c, p)
+            fl, fc = a_l - il, a_c - i_c  # cells of L and of c outside A_n
+            shared_fp = min(fl, fc, ov_box)
+            or_i = min(a_n, il + i_c)
+            or_a = max(a_l, a_c, a_l + a_c - ov_box, or_i + fl + fc - shared_fp)
+            hull = ((np.int64(max(box_l[pos, 2], box_c[p, 2])) - min(box_l[pos, 0], box_c[p, 0]))
+                    * (np.int64(max(box_l[pos, 3], box_c[p, 3])) - min(box_l[pos, 1], box_c[p, 1])))
+            and_i = min(il, i_c)
+            and_a = max(_overlap(rect_l, pos, rect_c, p), a_l + a_c - hull, and_i + max(fl + fc - (cells - a_n), 0))
+            not_i = min(il, a_n - i_c)
+            not_a = max(a_l - min(ov_box, a_c), _overlap(rect_l, pos, rect_l, pos) - _overlap(rect_l, pos, box_c, p),
+                        not_i + fl - shared_fp)
+            terms[0, c] += or_i - il - i_c
+            terms[1, c] += or_a - a_l - a_c
+            terms[2, c] += and_i
+            terms[3, c] += and_a
+            terms[4, c] += not_i - il
+            terms[5, c] += not_a - a_l
+            terms[6, c] += ov_box
+    return terms
+
+
+@njit(**JIT)
+def or_rows(a, a_ids, b, b_ids):
+    """a OR b over the images either lists: (ids, words, positions of a's rows, of b's rows)."""
+    ids = np.empty(len(a_ids) + len(b_ids), np.int64)
+    pa, pb = np.empty(len(a_ids), np.int64), np.empty(len(b_ids), np.int64)
+    m = i = j = 0
+    while i < len(a_ids) or j < len(b_ids):  # merge of the sorted ids
+        if j == len(b_ids) or (i < len(a_ids) and a_ids[i] < b_ids[j]):
+            ids[m], pa[i], i = a_ids[i], m, i + 1
+        elif i == len(a_ids) or b_ids[j] < a_ids[i]:
+            ids[m], pb[j], j = b_ids[j], m, j + 1
+        else:
+            ids[m], pa[i], pb[j], i, j = a_ids[i], m, m, i + 1, j + 1
+        m += 1
+    out = np.zeros((m, a.shape[1]), np.uint64)
+    for i in range(len(pa)):
+        out[pa[i]] = a[i]
+    for j in range(len(pb)):
+        for w in range(b.shape[1]):
+            out[pb[j], w] |= b[j, w]
+    return ids[:m], out, pa, pb
+
+
+@njit(**JIT)
+def pack_ranges(values, lo, hi, clip_lo, clip_hi, out):
+    """Cells of each value row (B, cells) float32 with lo[j] < value < hi[j], packed into
+    out[j] (K, B, row_bytes) uint8 in the masks' bit order ("big"); returns (K, B) bool,
+    whether a packed row has any cell. Values are clipped to [clip_lo, clip_hi] first.
+    Bounds are float32 and strict (a closed bound is moved to the next float32 first),
+    so the comparisons are exact and the loop has no branches to vectorize around."""
+    k_out, n_rows, n_cells = out.shape[0], values.shape[0], values.shape[1]
+    out[:] = 0
+    any_set = np.zeros((k_out, n_rows), np.bool_)
+    for i in range(n_rows):
+        for j in range(k_out):
+            nz = np.uint8(0)
+            for byte in range(n_cells // 8):
+                acc = np.uint8(0)
+                for x in range(8):
+                    v = min(max(values[i, 8 * byte + x], clip_lo), clip_hi)
+                    acc |= np.uint8((v > lo[j]) & (v < hi[j])) << np.uint8(7 - x)
+                out[j, i, byte] = acc
+                nz |= acc
+            acc = np.uint8(0)
+            for x in range(n_cells % 8):  # the last, partial byte
+                v = min(max(values[i, n_cells - n_cells % 8 + x], clip_lo), clip_hi)
+                acc |= np.uint8((v > lo[j]) & (v < hi[j])) << np.uint8(7 - x)
+            if n_cells % 8:
+                out[j, i, n_cells // 8] = acc
+            any_set[j, i] = (nz | acc) != 0
+    return any_set
