@@ -685,7 +685,7 @@ def project(a, r: dict) -> list[dict]:
         "extract_layer4_maps_parquet_disk": N * e4["maps_bytes_per_img"] / 1e9,
         "extract_layer3_spill_disk": N * e3["n_units"] * e3["map_hw"] * 4 / 1e9,
         "extract_layer3_maps_parquet_disk": N * e3["maps_bytes_per_img"] / 1e9,
-        "pure_read_all_maps_layer4_ram": N * e4["n_units"] * e4["map_hw"] * 4 / 1e9,
+        "pure_read_peaks_layer4_ram": N * e4["n_units"] * 4 / 1e9,  # each unit's max per image (read_peaks)
         "pure_decoded_image_cache_ram_max": min(U4 * PURE_TOP, N) * 3 * 224 * 224 * 4 / 1e9,
         "simulate_layer3_val_test_maps_ram": (n_val + n_test) * e3["n_units"] * e3["map_hw"] * 4 / 1e9,
     }

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from nexplain.activations.activations import extract_activations, extract_batches
-from nexplain.activations.read import read_meta, read_summary, read_unit_maps, unit_columns
+from nexplain.activations.read import (read_all_maps, read_meta, read_peaks, read_summary, read_unit_maps,
+                                      unit_columns)
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ConfigError, DataError, ModelError
 from clip_fixture import register_tiny_clip
@@ -123,6 +124,15 @@ def test_maps_sorted_and_row_groups(resnet, table, tmp_path):
     assert pf2.num_row_groups == 64 * 4  # 10 images per unit in groups of 3
     assert max(pf2.metadata.row_group(g).num_rows for g in range(pf2.num_row_groups)) == 3
     assert close(read_unit_maps(m2, 5)[1], direct(resnet, table, "layer1")[:, 5])
+
+
+def test_peaks_are_the_spatial_max_of_every_map(resnet, table, tmp_path):
+    # row groups of 3 rows: each unit's maps span several groups (the first holds 3 of the 10 images)
+    _, m, _ = extract(resnet, table, "layer1", tmp_path, "peaks", max_row_group_bytes=3 * (64 * 4 + 8))
+    ids, peaks = read_peaks(m)
+    assert np.array_equal(ids, np.arange(N)) and peaks.shape == (N, 64)
+    assert np.array_equal(peaks, all_maps(m).amax((2, 3)).numpy())
+    assert np.array_equal(peaks, read_all_maps(m)[1].max((2, 3)))
 
 
 def test_deterministic_bytes(resnet, table, tmp_path):

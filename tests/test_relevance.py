@@ -3,10 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.metrics import rand_score
 
+from nexplain.data.images import ImageTable, load_image
+from nexplain.models.load import input_transform
 from nexplain.pure.pure import circuits
-from nexplain.pure.relevance import pair_relevances, relevances, top_images
+from nexplain.pure.relevance import (image_loader, pair_relevances, relevance_table, relevances, top_images,
+                                     top_pairs)
 
 
 class Net(torch.nn.Module):
@@ -91,3 +95,38 @@ def test_top_images_rank_by_peak_then_id():
     peak = np.array([[1.0, 5.0], [3.0, 5.0], [3.0, 1.0], [0.0, 2.0]])
     assert top_images(ids, peak, 3).tolist() == [[11, 12, 10], [10, 11, 13]]
     assert top_images(ids, peak, 9).shape == (2, 4)
+
+
+def test_top_pairs_list_each_unit_with_its_top_images():
+    ids = np.array([10, 11, 12, 13])
+    peak = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 2.0], [3.0, 1.0, 9.0], [0.0, 2.0, 1.0]])
+    pairs = top_pairs(ids, peak, np.array([2, 0]), 2)
+    assert pairs.dtype == np.int64
+    assert pairs.tolist() == [[2, 12], [2, 11], [0, 11], [0, 12]]  # unit 0: a tie at 3.0, lower id first
+
+
+def test_image_loader_gives_the_transformed_images_in_the_asked_order(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(paths[-1])
+    table = ImageTable(tmp_path, paths, np.array([""] * 5))
+    transform = input_transform({"size": 12, "mean": [0.5] * 3, "std": [0.25] * 3})
+    threads = torch.get_num_threads()
+    load = image_loader(table, transform, np.array([3, 1, 3, 4]))
+    assert torch.get_num_threads() == threads
+    got = load(np.array([4, 3, 3, 1]))
+    want = torch.stack([transform(load_image(paths[i])) for i in (4, 3, 3, 1)])
+    assert got.shape == (4, 3, 12, 12) and torch.equal(got, want)
+
+
+def test_relevance_table_stacks_the_layers_with_nulls_past_their_channels():
+    pairs = np.array([[7, 1], [7, 4]])
+    rel = {"a": np.array([[0.25, 0.75], [1.0, 0.0]], np.float32), "b": np.full((2, 3), 0.5, np.float32)}
+    t = relevance_table(pairs, rel, ["a", "b"])
+    assert t.column_names == ["unit", "image_id", "layer", "c0000", "c0001", "c0002"]
+    assert t.column("layer").to_pylist() == ["a", "a", "b", "b"]
+    assert t.column("image_id").to_pylist() == [1, 4, 1, 4]
+    assert t.column("c0000").to_pylist() == [0.25, 1.0, 0.5, 0.5]
+    assert t.column("c0002").to_pylist() == [None, None, 0.5, 0.5]

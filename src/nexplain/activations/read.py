@@ -61,22 +61,30 @@ def read_unit_maps(path, unit: int):
 def read_all_maps(path, image_ids=None):
     """(image_ids (n,), maps (n, U, h, w) float32): every unit's map, image-major, for the
     images listed (all by default). Memory: n x U x h x w floats."""
+    return _image_major(path, image_ids, peak=False)
+
+
+def read_peaks(path):
+    """(image_ids (N,), peaks (N, U) float32): each unit's spatial max on every image, the max
+    of `read_all_maps` without holding the maps (N x U floats)."""
+    return _image_major(path, None, peak=True)
+
+
+def _image_major(path, image_ids, peak: bool):
     meta = read_meta(path)
     pf = pq.ParquetFile(path)
     h, w, n_units = meta["map_height"], meta["map_width"], meta["n_units"]
-    ids = None if image_ids is None else np.unique(np.asarray(image_ids, np.int64))
-    out = None
+    if image_ids is None:  # every image in the file (one unit's rows may span several row groups)
+        image_ids = pf.read(columns=["image_id"]).column(0).to_numpy()
+    ids = np.unique(np.asarray(image_ids, np.int64))
+    out = np.zeros((len(ids), n_units) if peak else (len(ids), n_units, h, w), np.float32)
     for g in range(pf.num_row_groups):
         t = pf.read_row_group(g, columns=["unit", "image_id", "map"])
         units, imgs = t.column("unit").to_numpy(), t.column("image_id").to_numpy().astype(np.int64)
-        if ids is None:
-            ids = np.unique(imgs[units == units[0]])
-        if out is None:
-            out = np.zeros((len(ids), n_units, h, w), np.float32)
         pos = np.searchsorted(ids, imgs)
         hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == imgs)
         flat = t.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w)
-        out[pos[hit], units[hit]] = flat[hit]
+        out[pos[hit], units[hit]] = flat[hit].max((1, 2)) if peak else flat[hit]
     return ids, out
 
 

@@ -12,12 +12,16 @@ so the gradient of the summed seeds equals each pair's own gradient.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import pyarrow as pa
 import torch
 from tqdm import tqdm
 
 from nexplain.activations.hooks import TraceDict
 from nexplain.compute import Compute
+from nexplain.data.images import ImageTable, load_image
 
 
 def top_images(ids: np.ndarray, peak: np.ndarray, m: int) -> np.ndarray:
@@ -26,6 +30,33 @@ def top_images(ids: np.ndarray, peak: np.ndarray, m: int) -> np.ndarray:
     ids = np.asarray(ids, np.int64)
     order = np.lexsort((np.broadcast_to(ids[:, None], peak.shape), -peak), axis=0)  # per column
     return ids[order[:min(m, len(ids))].T]
+
+
+def top_pairs(ids: np.ndarray, peak: np.ndarray, units: np.ndarray, m: int) -> np.ndarray:
+    """(P, 2) int64 rows of (unit, image id): each of `units` with its `top_images`, unit by unit."""
+    top = top_images(ids, peak[:, units], m)
+    return np.column_stack([np.repeat(units, top.shape[1]), top.ravel()]).astype(np.int64)
+
+
+def image_loader(table: ImageTable, transform, ids: np.ndarray):
+    """`load(ids)` for `relevances`: every distinct image of `ids` decoded and transformed once, up front."""
+    distinct = np.unique(ids)
+    # One thread: a small image's ToTensor and Normalize are elementwise (the same bytes on any
+    # thread count), and on a busy machine two threads made each image 13-60x slower (wake-ups).
+    with torch_threads(1):
+        images = torch.stack([transform(load_image(table.paths[int(i)])) for i in distinct])
+    return lambda batch: images[torch.as_tensor(np.searchsorted(distinct, batch))]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to `n` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pair_relevances(model: torch.nn.Module, x: torch.Tensor, units: torch.Tensor, layer: str,
@@ -63,3 +94,16 @@ def relevances(model: torch.nn.Module, load, pairs: np.ndarray, layer: str, earl
         for name in earlier:
             parts[name].append(rel[name].cpu().numpy().astype(np.float32))
     return {name: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for name, v in parts.items()}
+
+
+def relevance_table(pairs: np.ndarray, rel: dict[str, np.ndarray], earlier: list[str]) -> pa.Table:
+    """One table for every earlier layer: unit, image_id, layer, then channels c0000... (null past
+    a layer's own channels); layer by layer, each in the order of `pairs`."""
+    n, width = len(pairs), max(r.shape[1] for r in rel.values())
+    full = np.full((len(earlier) * n, width), np.nan, np.float32)
+    for k, layer in enumerate(earlier):
+        full[k * n:(k + 1) * n, :rel[layer].shape[1]] = rel[layer]
+    cols = {"unit": np.tile(pairs[:, 0], len(earlier)), "image_id": np.tile(pairs[:, 1], len(earlier)),
+            "layer": np.repeat(earlier, n)}
+    return pa.table({**{k: pa.array(v) for k, v in cols.items()},
+                     **{f"c{j:04d}": pa.array(full[:, j], from_pandas=True) for j in range(width)}})
