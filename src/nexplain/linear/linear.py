@@ -235,7 +235,7 @@ def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings
                 moments: _Moments | None = None, progress: bool = False,
                 rows: np.ndarray | None = None) -> np.ndarray:
     """Elastic-net weights (C, U) for every unit (columns of Q) on standardised P[rows], Q[rows]
-    (`moments` their moments, if computed already).
+    (`moments` their moments, if computed already); unit-major in memory, a transposed view.
 
     Coordinate descent on the Gram matrix (`cdgram.enet_gram`: scikit-learn's `enet_path`
     to the bit), which is all the solver reads besides each unit's targets, so P is never
@@ -245,21 +245,20 @@ def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings
 
     m = moments or _Moments.of(P, Q, rows)
     G, XY, cols, units = m.standardised()
-    W = np.zeros((len(m.mp), len(m.mq)))
+    Wt = np.zeros((len(m.mq), len(m.mp)))  # a unit per row: each unit's weights written contiguously
     if len(cols) == 0 or len(units) == 0:
-        return W
-    diag = G.diagonal().copy()
+        return Wt.T
+    diag, Xy = G.diagonal().copy(), np.ascontiguousarray(XY[cols].T)  # Xy[u]: unit u's X^T y, contiguous
     l1, l2 = s.lam * s.alpha * m.n, s.lam * (1.0 - s.alpha) * m.n  # enet_path's penalties on the summed loss
     stuck = 0
     for u, y in tqdm(_standardised_units(Q, m, units, rows), total=len(units), desc="elastic net",
                      disable=not progress):
-        W[cols, u], converged = enet_gram(G, diag, np.ascontiguousarray(XY[cols, u]), np.dot(y, y), l1, l2,
-                                          s.max_iter, s.cd_tol)
+        Wt[u, cols], converged = enet_gram(G, diag, Xy[u], np.dot(y, y), l1, l2, s.max_iter, s.cd_tol)
         stuck += not converged
     if stuck:
         log.warning("elastic net: %d of %d units not converged in linear.max_iter=%d sweeps (cd_tol %g)",
                     stuck, len(units), s.max_iter, s.cd_tol)
-    return W
+    return Wt.T
 
 
 def _standardised_units(Q: np.ndarray, m: _Moments, units: np.ndarray, rows: np.ndarray | None, block: int = 64):
@@ -341,13 +340,13 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
     # The column gather makes the blocks column-major, which BLAS sums in another order: train
     # gathers only when concepts were dropped, val always, as the explanations were first made.
     train = _Moments.of(P, Q, tr, cols if len(cols) < P.shape[1] else None)
-    W = np.zeros((P.shape[1], Q.shape[1]))
-    W[cols] = elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)
+    W, W_kept = np.zeros((P.shape[1], Q.shape[1])), elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)
+    W[cols] = W_kept  # W_kept is unit-major: its columns are contiguous
     val = _Moments.of(P, Q, va, cols)
     allowed = np.ones(len(cols), bool)
     out = []
     for u in tqdm(range(Q.shape[1]), desc="greedy search", disable=not progress):
-        e = greedy(W[cols, u], train, val, u, allowed, s)
+        e = greedy(W_kept[:, u], train, val, u, allowed, s)
         out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
                                e.train_corr, e.val_corr, e.dead))
     _log_unexplained(out, s)
