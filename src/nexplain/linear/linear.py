@@ -249,6 +249,7 @@ def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings
     if len(cols) == 0 or len(units) == 0:
         return Wt.T
     diag, Xy = G.diagonal().copy(), np.ascontiguousarray(XY[cols].T)  # Xy[u]: unit u's X^T y, contiguous
+    del XY
     l1, l2 = s.lam * s.alpha * m.n, s.lam * (1.0 - s.alpha) * m.n  # enet_path's penalties on the summed loss
     stuck = 0
     for u, y in tqdm(_standardised_units(Q, m, units, rows), total=len(units), desc="elastic net",
@@ -340,8 +341,7 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
     # The column gather makes the blocks column-major, which BLAS sums in another order: train
     # gathers only when concepts were dropped, val always, as the explanations were first made.
     train = _Moments.of(P, Q, tr, cols if len(cols) < P.shape[1] else None)
-    W, W_kept = np.zeros((P.shape[1], Q.shape[1])), elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)
-    W[cols] = W_kept  # W_kept is unit-major: its columns are contiguous
+    W_kept = elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)  # unit-major: contiguous columns
     val = _Moments.of(P, Q, va, cols)
     allowed = np.ones(len(cols), bool)
     out = []
@@ -350,6 +350,8 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
         out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
                                e.train_corr, e.val_corr, e.dead))
     _log_unexplained(out, s)
+    W = np.zeros((P.shape[1], Q.shape[1]))
+    W[cols] = W_kept
     return out, keep, W
 
 
