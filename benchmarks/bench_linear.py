@@ -1,7 +1,7 @@
 """Linear Explanations at the issue's sizes: seconds per unit, peak memory, planted recovery.
 
 Usage: python benchmarks/bench_linear.py [--images 5000] [--concepts 800] [--units 512]
-           [--threads 2] [--seed 0] [--glm-saga N [--glm-epochs 500]]
+           [--threads 2] [--seed 0] [--digest] [--glm-saga N [--glm-epochs 500]]
 
 glm-saga (the authors' elastic-net solver) for the side-by-side, benchmark only:
     .venv/bin/pip install --no-deps --target benchmarks/out/glm glm-saga
@@ -11,12 +11,15 @@ scores in [0, 1]; every unit is a non-negative combination of 1-6 concepts plus 
 some plus a ReLU, a few constant (dead). The split is 70/10/20, so --images 5000 gives the
 issue's 3,500 train images. Timed: `nexplain.linear.linear.explain_units` (filter, moments,
 elastic net for all units, greedy search), end to end, amortised per unit; peak RSS from
-/proc. Reported besides: how often the greedy search finds the planted concepts.
+/proc. Reported besides: how often the greedy search finds the planted concepts, and with
+--digest a SHA-256 of the output (explanations, kept concepts, elastic-net weights) to the bit:
+run two versions of the code on the same arguments and compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import resource
 import sys
 import time
@@ -98,6 +101,16 @@ def glm_saga_side_by_side(P, Q, masks, n_units, epochs, lr):
           f"excess of glm-saga's {np.median(ref_obj - our_obj):.2e}")
 
 
+def digest(exps, keep, W) -> str:
+    """SHA-256 of every explanation (concepts, weights, bias, correlations, dead), the kept
+    concepts and the elastic-net weights, to the bit."""
+    h = hashlib.sha256(np.packbits(keep).tobytes() + np.ascontiguousarray(W, np.float64).tobytes())
+    for e in exps:
+        h.update(np.array([len(e.concepts), *e.concepts], np.int64).tobytes())
+        h.update(np.array([*e.weights, e.bias, e.train_corr, e.val_corr, e.dead], np.float64).tobytes())
+    return h.hexdigest()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -109,6 +122,7 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--digest", action="store_true", help="print a SHA-256 of the output, to compare code versions")
     ap.add_argument("--glm-saga", type=int, default=0, metavar="N",
                     help="also run glm-saga (benchmarks/out/glm) on the first N units, one at a time")
     ap.add_argument("--glm-epochs", type=int, default=500)
@@ -135,6 +149,8 @@ def main() -> None:
           f"{np.mean([e.val_corr for e in live]):.3f}; planted concepts all found in {np.mean(found):.1%} "
           f"of live units, exactly in {np.mean(exact):.1%}")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+    if args.digest:
+        print(f"output digest {digest(exps, keep, W)}")
     if args.glm_saga:
         glm_saga_side_by_side(P, Q, masks, args.glm_saga, args.glm_epochs, lr=0.1)
 

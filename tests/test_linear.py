@@ -1,7 +1,10 @@
 """Linear Explanations: planted units, the length cap, elastic-net optimality, a direct greedy."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet
 
 from nexplain.errors import ConfigError, DataError
@@ -94,6 +97,37 @@ def test_elastic_net_matches_sklearn_and_kkt():
     np.testing.assert_allclose(grad[on], -0.05 * 0.99 * np.sign(W[on]), atol=1e-6)
     assert (np.abs(grad[~on]) <= 0.05 * 0.99 + 1e-6).all()
     assert 0 < on.sum() < on.size  # sparse, not empty
+
+
+@pytest.mark.parametrize("lam, alpha, max_iter, tol, stopped", [(0.05, 0.99, 1000, 1e-6, 0), (0.002, 0.5, 1000, 1e-10, 0),
+                                                               (0.01, 1.0, 30, 1e-6, 3)])
+def test_enet_gram_is_enet_path_to_the_bit(lam, alpha, max_iter, tol, stopped):
+    """The numba port gives scikit-learn's weights exactly, and says when it stopped at max_iter:
+    the default penalty, a dense fit (many non-zeros and sweeps), and the lasso (no L2) with a
+    near-copy of a concept, cut short for 3 of its 5 targets; all with a zero column."""
+    from sklearn.linear_model import enet_path
+
+    from nexplain.linear.cdgram import enet_gram
+
+    rng = np.random.default_rng(9)
+    P = concept_matrix(rng, 600, 40)
+    if stopped:
+        P[:, 7] = P[:, 3] + 1e-3 * rng.standard_normal(600)
+    Y = P[:, :6] @ rng.uniform(0.5, 2, (6, 5)) + 0.3 * rng.standard_normal((600, 5))
+    X, Y = (P - P.mean(0)) / P.std(0), (Y - Y.mean(0)) / Y.std(0)
+    X[:, 11] = 0.0
+    G = X.T @ X
+    for y in np.ascontiguousarray(Y.T):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, ref, _ = enet_path(X, y, l1_ratio=alpha, alphas=[lam], precompute=G, Xy=X.T @ y,
+                                  max_iter=max_iter, tol=tol, check_input=False)
+        w, converged = enet_gram(G, G.diagonal().copy(), X.T @ y, np.dot(y, y), lam * alpha * 600,
+                                 lam * (1 - alpha) * 600, max_iter, tol)  # enet_path's order of products
+        assert np.array_equal(w, ref[:, 0]) and (w != 0).any() and w[11] == 0
+        assert converged == (not any(issubclass(c.category, ConvergenceWarning) for c in caught))
+        stopped -= not converged
+    assert stopped == 0
 
 
 def test_concept_filter_looks_at_train_only():

@@ -69,19 +69,20 @@ class LinearSettings:
             raise ConfigError(f"linear.concept_filter: need {{top: <int>, min_mean: <number>}}, got {f!r}")
 
 
-def keep_concepts(P_train: np.ndarray, f: ConceptFilter = ConceptFilter(),
-                  what: str = "the concept matrix") -> np.ndarray:
-    """(C,) bool: the concepts that pass `f` on the train split (the authors looked at every
-    split). Raises DataError, naming `what`, when none does: every explanation would be empty."""
-    n, C = P_train.shape
+def keep_concepts(P: np.ndarray, f: ConceptFilter = ConceptFilter(), what: str = "the concept matrix",
+                  rows: np.ndarray | None = None) -> np.ndarray:
+    """(C,) bool: the concepts that pass `f` on the train split, P's `rows` (default all), read a
+    block at a time and never copied whole (the authors looked at every split). Raises
+    DataError, naming `what`, when none does: every explanation would be empty."""
+    n, C = (len(P) if rows is None else len(rows)), P.shape[1]
     if n == 0 or C == 0:
         raise DataError(f"{what}: nothing to explain with ({C} concepts, {n} train images); check it and linear.split")
     k = min(f.top, n)
     top_mean = np.empty(C)
     for c in range(0, C, 256):  # column blocks: np.partition copies its input
-        block = np.asarray(P_train[:, c:c + 256], np.float64)
+        block = np.asarray(P[:, c:c + 256] if rows is None else P[rows, c:c + 256], np.float64)
         top_mean[c:c + 256] = -np.mean(np.partition(-block, k - 1, axis=0)[:k], axis=0)
-    varies = _column_stats(P_train)[1] >= MIN_STD
+    varies = _column_stats(P, rows)[1] >= MIN_STD
     keep = (top_mean >= f.min_mean) & varies
     if not keep.any():
         raise DataError(_nothing_kept(what, f, top_mean, varies))
@@ -109,18 +110,29 @@ def _floor3(x: float) -> float:
 ROWS_PER_CHUNK = 2048  # rows of P standardised at a time: bounds float64 copies at any size
 
 
-def _column_means(x: np.ndarray) -> np.ndarray:
-    total = np.zeros(x.shape[1])
-    for s in range(0, len(x), ROWS_PER_CHUNK):
-        total += np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64).sum(0)
-    return total / max(len(x), 1)
-
-
-def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per column in float64, one chunk of rows at a time."""
-    n, sq, mean = len(x), np.zeros(x.shape[1]), _column_means(x)
+def _chunks(x: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None):
+    """x[rows][:, cols] in float64, ROWS_PER_CHUNK rows at a time, each block gathered on its
+    own (the selected rows are never copied whole) and the caller's to change. The blocks
+    (and so every sum over them) are the same whether x or x[rows][:, cols] is passed."""
+    n = len(x) if rows is None else len(rows)
     for s in range(0, n, ROWS_PER_CHUNK):
-        sq += ((np.asarray(x[s:s + ROWS_PER_CHUNK], np.float64) - mean) ** 2).sum(0)
+        block = x[s:s + ROWS_PER_CHUNK] if rows is None else x[rows[s:s + ROWS_PER_CHUNK]]
+        block = block if cols is None else block[:, cols]
+        yield block.astype(np.float64, copy=np.may_share_memory(block, x))
+
+
+def _column_means(x: np.ndarray, rows=None, cols=None) -> np.ndarray:
+    total = np.zeros(x.shape[1] if cols is None else len(cols))
+    for block in _chunks(x, rows, cols):
+        total += block.sum(0)
+    return total / max(len(x) if rows is None else len(rows), 1)
+
+
+def _column_stats(x: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per column of x[rows] in float64, one chunk of rows at a time."""
+    n, sq, mean = (len(x) if rows is None else len(rows)), np.zeros(x.shape[1]), _column_means(x, rows)
+    for block in _chunks(x, rows):
+        sq += ((block - mean) ** 2).sum(0)
     return mean, np.sqrt(sq / max(n, 1))
 
 
@@ -129,32 +141,87 @@ def _varies(std, mean):
     return np.asarray(std) > 1e-9 * np.abs(mean)
 
 
+class _Symmetric:
+    """A symmetric n x n matrix kept as its upper triangle: blocks of B rows, each stored from
+    the block's first diagonal entry to the end of the row. About half the memory, the same
+    entries: the cross products summed here are exactly symmetric (NumPy computes X^T X with
+    BLAS syrk and mirrors the triangle), so (i, j) and (j, i) of the full matrix are equal."""
+
+    B = 256
+
+    def __init__(self, n: int):
+        tops = np.arange(0, n, self.B)
+        sizes = np.minimum(self.B, n - tops) * (n - tops)
+        self.n, self.tops, self.ends = n, tops, np.cumsum(sizes)
+        i = np.arange(n)
+        self.first = i // self.B * self.B  # the first column stored for row i
+        self.start = (self.ends - sizes)[i // self.B] + (i % self.B) * (n - self.first)  # where row i begins
+        self.data = np.zeros(int(sizes.sum()))
+
+    def blocks(self):
+        """(first row, the block as an array: rows first..first+B, columns first..n)."""
+        for top, end in zip(self.tops, self.ends):
+            width = self.n - top
+            yield top, self.data[end - min(self.B, self.n - top) * width:end].reshape(-1, width)
+
+    def add(self, full: np.ndarray) -> None:
+        """+= a symmetric n x n matrix."""
+        for top, block in self.blocks():
+            block += full[top:top + len(block), top:]
+
+    def diagonal(self) -> np.ndarray:
+        return self[np.arange(self.n), np.arange(self.n)]
+
+    def __getitem__(self, ij) -> np.ndarray:
+        """The full matrix's entries at index arrays (i, j), broadcast together."""
+        i, j = np.broadcast_arrays(*ij)
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        return self.data[self.start[lo] + (hi - self.first[lo])]
+
+    def scaled(self, d: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The full matrix among `cols` (ascending), entry (i, j) divided by d[i] * d[j]."""
+        if len(cols) < self.n:  # only where a concept does not vary: entry by entry
+            return np.concatenate([self[rows[:, None], cols] / np.outer(d[rows], d[cols])
+                                   for rows in np.array_split(cols, max(1, len(cols) // self.B))])
+        out = np.empty((self.n, self.n))
+        for top, block in self.blocks():  # from the diagonal on: the block; left of it: mirrored
+            out[top:top + len(block), top:] = block / np.outer(d[top:top + len(block)], d[top:])
+            out[top:top + len(block), :top] = out[:top, top:top + len(block)].T
+        return out
+
+
 class _Moments:
     """Means and centred cross products of one split (P restricted to the kept concepts):
     every least-squares fit and correlation on that split follows from them."""
 
-    def __init__(self, mp, mq, pp, pq, qq, n: int):
+    def __init__(self, mp, mq, pp: _Symmetric, pq, qq, n: int):
         self.mp, self.mq, self.pp, self.pq, self.qq, self.n = mp, mq, pp, pq, qq, n
 
     @classmethod
-    def of(cls, P: np.ndarray, Q: np.ndarray) -> _Moments:
-        mp, mq = _column_means(P), _column_means(Q)
-        pp, pq = np.zeros((P.shape[1],) * 2), np.zeros((P.shape[1], Q.shape[1]))
-        qq = np.zeros(Q.shape[1])
-        for s in range(0, len(P), ROWS_PER_CHUNK):
-            Pc = np.asarray(P[s:s + ROWS_PER_CHUNK], np.float64) - mp
-            Qc = np.asarray(Q[s:s + ROWS_PER_CHUNK], np.float64) - mq
-            pp += Pc.T @ Pc
+    def of(cls, P: np.ndarray, Q: np.ndarray, rows: np.ndarray | None = None,
+           cols: np.ndarray | None = None) -> _Moments:
+        """The moments of P[rows][:, cols] and Q[rows], a chunk of rows at a time. Memory: the
+        C x C product of one chunk and half of it for the sum."""
+        mp, mq = _column_means(P, rows, cols), _column_means(Q, rows)
+        pp, pq = _Symmetric(len(mp)), np.zeros((len(mp), len(mq)))
+        qq, prod = np.zeros(len(mq)), None
+        for Pc, Qc in zip(_chunks(P, rows, cols), _chunks(Q, rows)):
+            Pc -= mp
+            Qc -= mq
+            prod = np.matmul(Pc.T, Pc, out=prod)  # one C x C buffer for all chunks, not a fresh one each
+            pp.add(prod)
             pq += Pc.T @ Qc
             qq += (Qc * Qc).sum(0)
-        return cls(mp, mq, pp, pq, qq, len(P))
+        return cls(mp, mq, pp, pq, qq, len(P) if rows is None else len(rows))
 
     @np.errstate(invalid="ignore", divide="ignore")
-    def standardised(self, n: int):
-        """(X^T X, X^T Y, live concepts, live units) of z-scored P and Q (std over n rows).
-        Entries of constant columns are meaningless; the masks say which vary."""
-        sp, sq = np.sqrt(np.diag(self.pp) / n), np.sqrt(self.qq / n)
-        return self.pp / np.outer(sp, sp), self.pq / np.outer(sp, sq), _varies(sp, self.mp), _varies(sq, self.mq)
+    def standardised(self):
+        """(X^T X, X^T Y, live concepts, live units) of z-scored P and Q: X^T X among the live
+        (varying) concepts only, X^T Y for all (entries of constant columns are meaningless)."""
+        sp, sq = np.sqrt(self.pp.diagonal() / self.n), np.sqrt(self.qq / self.n)
+        cols, units = np.flatnonzero(_varies(sp, self.mp)), np.flatnonzero(_varies(sq, self.mq))
+        G = self.pp.scaled(sp, cols)
+        return G, self.pq / np.outer(sp, sq), cols, units
 
     def corr(self, S: np.ndarray, w: np.ndarray, u: int) -> np.ndarray:
         """Pearson correlation with unit u of P[:, S[i]] w[i] (+ any bias); S, w are (m, k)."""
@@ -165,32 +232,46 @@ class _Moments:
 
 
 def elastic_net(P: np.ndarray, Q: np.ndarray, s: LinearSettings = LinearSettings(),
-                moments: _Moments | None = None, progress: bool = False) -> np.ndarray:
-    """Elastic-net weights (C, U) for every unit (columns of Q) on standardised P and Q.
+                moments: _Moments | None = None, progress: bool = False,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """Elastic-net weights (C, U) for every unit (columns of Q) on standardised P[rows], Q[rows]
+    (`moments` their moments, if computed already); unit-major in memory, a transposed view.
 
-    Coordinate descent on the Gram matrix (scikit-learn's `enet_path`), which is all the
-    solver reads besides each unit's targets, so P is never copied whole in float64 and
-    the train moments of the greedy search come from the same pass. Constant concepts
-    get weight 0; a constant unit gets all zeros."""
-    from sklearn.linear_model import enet_path  # slow import, only needed here
+    Coordinate descent on the Gram matrix (`cdgram.enet_gram`: scikit-learn's `enet_path`
+    to the bit), which is all the solver reads besides each unit's targets, so P is never
+    copied whole in float64 and the train moments of the greedy search come from the same
+    pass. Constant concepts get weight 0; a constant unit gets all zeros."""
+    from nexplain.linear.cdgram import enet_gram  # compiles on first use
 
-    m = moments or _Moments.of(P, Q)
-    n = len(P)
-    G, XY, live_c, live_u = m.standardised(n)
-    cols, units = np.flatnonzero(live_c), np.flatnonzero(live_u)
-    W = np.zeros((P.shape[1], Q.shape[1]))
+    m = moments or _Moments.of(P, Q, rows)
+    G, XY, cols, units = m.standardised()
+    Wt = np.zeros((len(m.mq), len(m.mp)))  # a unit per row: each unit's weights written contiguously
     if len(cols) == 0 or len(units) == 0:
-        return W
-    G = np.ascontiguousarray(G[np.ix_(cols, cols)])
-    shape_only = np.broadcast_to(np.zeros(1), (n, len(cols)))  # the Gram path reads only its shape
-    sq = np.sqrt(m.qq / n)
-    for u in tqdm(units, desc="elastic net", disable=not progress):
-        y = (np.asarray(Q[:, u], np.float64) - m.mq[u]) / sq[u]
-        _, coefs, _ = enet_path(shape_only, y, l1_ratio=s.alpha, alphas=[s.lam], precompute=G,
-                                Xy=np.ascontiguousarray(XY[cols, u]), max_iter=s.max_iter, tol=s.cd_tol,
-                                check_input=False)
-        W[cols, u] = coefs[:, 0]
-    return W
+        return Wt.T
+    diag, Xy = G.diagonal().copy(), np.ascontiguousarray(XY[cols].T)  # Xy[u]: unit u's X^T y, contiguous
+    del XY
+    l1, l2 = s.lam * s.alpha * m.n, s.lam * (1.0 - s.alpha) * m.n  # enet_path's penalties on the summed loss
+    stuck = 0
+    for u, y in tqdm(_standardised_units(Q, m, units, rows), total=len(units), desc="elastic net",
+                     disable=not progress):
+        Wt[u, cols], converged = enet_gram(G, diag, Xy[u], np.dot(y, y), l1, l2, s.max_iter, s.cd_tol)
+        stuck += not converged
+    if stuck:
+        log.warning("elastic net: %d of %d units not converged in linear.max_iter=%d sweeps (cd_tol %g)",
+                    stuck, len(units), s.max_iter, s.cd_tol)
+    return Wt.T
+
+
+def _standardised_units(Q: np.ndarray, m: _Moments, units: np.ndarray, rows: np.ndarray | None, block: int = 64):
+    """(u, z-scored Q[rows, u] as a contiguous float64 vector) for each unit in `units`,
+    gathered `block` units at a time (Q[rows] is never copied whole)."""
+    sq = np.sqrt(m.qq / m.n)
+    for i in range(0, len(units), block):
+        us = units[i:i + block]
+        Y = np.asarray(Q[:, us] if rows is None else Q[np.ix_(rows, us)], np.float64)
+        Y = (Y - m.mq[us]) / sq[us]
+        for j, u in enumerate(us):
+            yield u, np.ascontiguousarray(Y[:, j])
 
 
 def least_squares(m: _Moments, S: np.ndarray, u: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,23 +298,23 @@ def greedy(weights: np.ndarray, train: _Moments, val: _Moments, u: int, allowed:
     if not _varies(np.sqrt(train.qq[u] / train.n), train.mq[u]):
         return Explanation((), (), float(train.mq[u]), float("nan"), float("nan"), dead=True)
     chosen: list[int] = []
-    banned = ~np.asarray(allowed, bool)
+    taken = ~np.asarray(allowed, bool)  # banned or chosen
     best, fit = 0.0, None
     order = np.argsort(-weights, kind="stable")  # highest weight first, ties by id
     while len(chosen) < s.v:
-        free = order[~banned[order]]
-        free = free[~np.isin(free, chosen)][:s.r]
+        free = order[~taken[order]][:s.r]
         if len(free) == 0:
             break
         sets = np.column_stack([np.tile(chosen, (len(free), 1)).astype(np.int64), free])
         w, b = least_squares(train, sets, u)
         rho = np.nan_to_num(val.corr(sets, w, u), nan=-np.inf)
         bad = rho < best + s.tol
-        banned[free[bad]] = True
+        taken[free[bad]] = True
         if bad.all():
             break
         j = int(np.argmax(np.where(bad, -np.inf, rho)))
         chosen.append(int(free[j]))
+        taken[free[j]] = True
         best, fit = float(rho[j]), (w[j], float(b[j]))
     if fit is None:
         return Explanation((), (), float(train.mq[u]), float("nan"), float("nan"))
@@ -247,29 +328,30 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
                   activations: str = "the activations") -> tuple[list[Explanation], np.ndarray, np.ndarray]:
     """LE for every unit: P (N, C) concepts, Q (N, U) activations, `masks` from
     `nexplain.splits.split_masks`. Returns explanations, the kept-concept mask and the
-    elastic-net weights (C, U). Memory: the train rows of P once in their own dtype, and
-    C x C and C x U float64 products for train and val. `matrix` and `activations` name the
+    elastic-net weights (C, U). Memory besides P and Q: float64 blocks of rows, the C x C
+    product of one block, half of that (a symmetric sum) per split, the elastic net's C x C
+    Gram matrix while it runs, and C x U products. `matrix` and `activations` name the
     inputs in errors: non-finite values, or no concept passing `s.concept_filter`."""
-    Q = np.asarray(Q, np.float64)
+    P, Q = np.asarray(P), np.asarray(Q)
     _refuse_non_finite(_column_means(P), matrix, "concepts", "a concept matrix holds probabilities: rebuild it")
-    _refuse_non_finite(Q.sum(0), activations, "units", "NaN is not a dead unit: check the model and re-extract")
-    tr, va = masks["train"], masks["val"]
-    P_tr = np.asarray(P)[tr]
-    keep = keep_concepts(P_tr, s.concept_filter, matrix)
+    _refuse_non_finite(_column_means(Q), activations, "units", "NaN is not a dead unit: check the model and re-extract")
+    tr, va = np.flatnonzero(masks["train"]), np.flatnonzero(masks["val"])
+    keep = keep_concepts(P, s.concept_filter, matrix, rows=tr)
     cols = np.flatnonzero(keep)
-    P_tr = P_tr[:, cols] if len(cols) < P_tr.shape[1] else P_tr
-    train = _Moments.of(P_tr, Q[tr])
-    W = np.zeros((P.shape[1], Q.shape[1]))
-    W[cols] = elastic_net(P_tr, Q[tr], s, moments=train, progress=progress)
-    del P_tr
-    val = _Moments.of(np.asarray(P)[va][:, cols], Q[va])
+    # The column gather makes the blocks column-major, which BLAS sums in another order: train
+    # gathers only when concepts were dropped, val always, as the explanations were first made.
+    train = _Moments.of(P, Q, tr, cols if len(cols) < P.shape[1] else None)
+    W_kept = elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)  # unit-major: contiguous columns
+    val = _Moments.of(P, Q, va, cols)
     allowed = np.ones(len(cols), bool)
     out = []
     for u in tqdm(range(Q.shape[1]), desc="greedy search", disable=not progress):
-        e = greedy(W[cols, u], train, val, u, allowed, s)
+        e = greedy(W_kept[:, u], train, val, u, allowed, s)
         out.append(Explanation(tuple(int(cols[c]) for c in e.concepts), e.weights, e.bias,
                                e.train_corr, e.val_corr, e.dead))
     _log_unexplained(out, s)
+    W = np.zeros((P.shape[1], Q.shape[1]))
+    W[cols] = W_kept
     return out, keep, W
 
 
