@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_resnet_layer_matches_direct_forward(resnet, table, tmp_path):
     assert values.dtype == np.float32 and values.shape == (N, 128)
     assert close(values, ref.mean((2, 3)))
     assert close(all_maps(m), ref)
-    assert smeta == read_meta(m) | {"layout": smeta["layout"]}
+    assert read_meta(m) == smeta | {"layout": "unit_major", "map_encoding": "float32 little-endian, row-major h x w"}
     assert {k: meta[k] for k in ("model", "layer", "dataset", "n_images", "n_units", "map_height",
                                  "map_width", "dtype", "reduce")} == {
         "model": "tiny", "layer": "layer2", "dataset": "pngs", "n_images": N, "n_units": 128,
@@ -107,6 +108,22 @@ def test_vit_blocks_match_direct_forward(vit, table, tmp_path):
         assert close(all_maps(m), patches)
 
 
+def test_maps_of_float_list_tables_still_read(resnet, table, tmp_path):
+    """Tables written before the binary map column (float lists) read to the same maps."""
+    _, m, _ = extract(resnet, table, "layer3", tmp_path)
+    t = pq.read_table(m)
+    h, w = read_meta(m)["map_height"], read_meta(m)["map_width"]
+    floats = pa.array(np.frombuffer(t.column("map").combine_chunks().buffers()[1], "<f4"))
+    lists = t.set_column(2, "map", pa.FixedSizeListArray.from_arrays(floats, h * w))
+    old = tmp_path / "lists.parquet"
+    pq.write_table(lists, old, row_group_size=len(t) // 4)
+    for unit in (0, 77, 255):
+        ids_new, new_maps = read_unit_maps(m, unit)
+        ids_old, old_maps = read_unit_maps(old, unit)
+        assert np.array_equal(ids_new, ids_old) and np.array_equal(new_maps, old_maps)
+    assert np.array_equal(read_all_maps(m)[1], read_all_maps(old)[1])
+
+
 def test_maps_sorted_and_row_groups(resnet, table, tmp_path):
     _, m, _ = extract(resnet, table, "layer4", tmp_path, units_per_row_group=64)
     pf = pq.ParquetFile(m)
@@ -114,7 +131,8 @@ def test_maps_sorted_and_row_groups(resnet, table, tmp_path):
     t = pq.read_table(m)
     units, ids = t.column("unit").to_numpy(), t.column("image_id").to_numpy()
     assert np.array_equal(np.lexsort((ids, units)), np.arange(len(units)))
-    assert str(t.schema.field("map").type) == "fixed_size_list<element: float>[1]"
+    assert t.schema.field("map").type == pa.binary(4)  # one float32 per 1 x 1 map
+    assert pf.metadata.row_group(0).column(2).compression == "UNCOMPRESSED"
     ids7, maps7 = read_unit_maps(m, 77)
     ref = direct(resnet, table, "layer4")
     assert close(maps7, ref[:, 77])

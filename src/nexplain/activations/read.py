@@ -53,8 +53,7 @@ def read_unit_maps(path, unit: int):
     units = table.column("unit").to_numpy()
     lo, hi = np.searchsorted(units, unit, "left"), np.searchsorted(units, unit, "right")
     table = table.slice(lo, hi - lo)
-    flat = table.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True)
-    maps = flat.reshape(hi - lo, meta["map_height"], meta["map_width"])
+    maps = map_values(table.column("map"), meta["map_height"], meta["map_width"]).copy()
     return table.column("image_id").to_numpy().copy(), maps
 
 
@@ -83,9 +82,19 @@ def _image_major(path, image_ids, peak: bool):
         units, imgs = t.column("unit").to_numpy(), t.column("image_id").to_numpy().astype(np.int64)
         pos = np.searchsorted(ids, imgs)
         hit = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == imgs)
-        flat = t.column("map").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w)
+        flat = map_values(t.column("map"), h, w)
         out[pos[hit], units[hit]] = flat[hit].max((1, 2)) if peak else flat[hit]
     return ids, out
+
+
+def map_values(column: pa.ChunkedArray, h: int, w: int) -> np.ndarray:
+    """(n, h, w) float32 view of a maps table's `map` column: fixed-size binary values of
+    little-endian float32 (as written now), or fixed-size float lists (tables written before)."""
+    arr = column.combine_chunks()
+    if pa.types.is_fixed_size_binary(arr.type):
+        data = np.frombuffer(arr.buffers()[1], "<f4", count=len(arr) * h * w, offset=arr.offset * arr.type.byte_width)
+        return data.astype(np.float32, copy=False).reshape(-1, h, w)
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, h, w)
 
 
 def _may_hold(row_group, unit: int) -> bool:
