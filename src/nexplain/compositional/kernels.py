@@ -349,7 +349,9 @@ def bilinear_bitmaps(maps, order, rows, cols, lo, hi, clip_lo, clip_hi, ids, out
     order int64 positions), one image at a time, each value clipped to [clip_lo, clip_hi]
     and kept in range j iff lo[j] < value < hi[j] (as `pack_ranges`). Images with cells in
     range j are appended to out_ids[j] (their `ids`) and out_rows[j] ((N, row_bytes) uint8);
-    returns the number appended per range."""
+    returns the number appended per range. A range no raw value of the map reaches (with
+    a slack for float32 rounding, as `bitmaps._bitmaps` skips images) is not looked at:
+    bilinear values are convex combinations of the raw ones, so it would stay empty."""
     n_cells = len(rows[0]) * len(cols[0])
     filled = np.zeros(len(lo), np.int64)
     t = np.empty((maps.shape[1], len(cols[0])), np.float32)
@@ -358,7 +360,11 @@ def bilinear_bitmaps(maps, order, rows, cols, lo, hi, clip_lo, clip_hi, ids, out
     words = flags.view(np.uint64)
     for n in order:
         _bilinear_image(maps[n], rows, cols, clip_lo, clip_hi, t, v)
+        top, bottom = np.float64(maps[n].max()), np.float64(maps[n].min())
         for j in range(len(lo)):
+            if (top < lo[j] - 1e-6 * (abs(np.float64(lo[j])) + abs(top))
+                    or bottom > hi[j] + 1e-6 * (abs(np.float64(hi[j])) + abs(bottom))):
+                continue
             for c in range(n_cells):
                 flags[c] = (v[c] > lo[j]) & (v[c] < hi[j])
             f = filled[j]
