@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nexplain.compositional.bitmaps import (Range, cluster_bitmaps, cluster_ranges, fit_clusters,
-                                            quantile_threshold, top_bitmap, upsample)
+from nexplain.compositional import bitmaps as nbm, kernels
+from nexplain.compositional.bitmaps import (Range, bilinear_axes, cluster_bitmaps, cluster_ranges, fit_clusters,
+                                            kernel_matches_torch, quantile_threshold, top_bitmap, upsample)
 from nexplain.errors import DataError
 
 
@@ -236,3 +237,75 @@ def test_range_contains_on_float32_is_exact():
                 r = Range(float(lo), float(hi), lo_inc, hi_inc, 0)
                 exact = r.contains(a.astype(np.float64))  # float64 values: exact comparison
                 np.testing.assert_array_equal(r.contains(a), exact)
+
+
+def wide_maps(n, h, w, seed):
+    """Maps with wide dynamic range (1e-9 .. 1e9 per map), half ReLU-like (many exact zeros),
+    half signed: the cases where float32 roundings differ between formulations."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=(n, h, w)) * np.exp(rng.uniform(-20, 20, size=(n, 1, 1)))
+    maps[: n // 2] = np.maximum(maps[: n // 2], 0)
+    return maps.astype(np.float32)
+
+
+# (h, w) -> (H, W): integer scales, non-integer ones, 1-wide maps, non-square, identity, downsampling
+KERNEL_SHAPES = [(7, 7, 112, 112), (14, 14, 112, 112), (28, 28, 112, 112), (3, 3, 113, 113), (5, 5, 97, 97),
+                 (1, 9, 112, 112), (9, 1, 112, 112), (1, 1, 70, 80), (7, 13, 112, 90), (9, 5, 100, 120),
+                 (7, 7, 7, 122), (13, 11, 200, 150), (112, 112, 112, 112), (200, 150, 90, 70)]
+
+
+@pytest.mark.parametrize("h,w,H,W", KERNEL_SHAPES)
+def test_bilinear_kernel_equals_torch_bit_for_bit(h, w, H, W):
+    maps = wide_maps(40, h, w, seed=h * 1000 + W)
+    maps[3] = 0
+    maps[4] = np.float32(0.1)  # a constant map: float32 rounding puts some cells past 0.1
+    got = kernels.bilinear(maps, *bilinear_axes(h, w, (H, W)))
+    ref = F.interpolate(torch.from_numpy(maps)[:, None], size=(H, W), mode="bilinear",
+                        align_corners=False)[:, 0].numpy()
+    assert np.array_equal(got.reshape(ref.shape), ref)
+    assert kernel_matches_torch(h, w, (H, W))
+
+
+def test_small_outputs_keep_torch():
+    """torch upsamples outputs with H + W <= 128 in another kernel, with other roundings."""
+    maps = wide_maps(40, 5, 5, seed=0)
+    got = kernels.bilinear(maps, *bilinear_axes(5, 5, (37, 37)))
+    assert not np.array_equal(got, upsample(maps, (37, 37)).reshape(40, -1))
+    assert not kernel_matches_torch(5, 5, (37, 37)) and not kernel_matches_torch(4, 4, (9, 9))
+
+
+def torch_bitmaps(monkeypatch, fn, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setattr(nbm, "kernel_matches_torch", lambda *a: False)
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["tile", "strict"])
+def test_compiled_bitmaps_equal_torch_bitmaps(monkeypatch, mode):
+    """The compiled path (shape (70, 66)) gives the bytes of torch's upsampling + pack_ranges,
+    with ids out of order, dead images, signed maps, and the clip at the raw extremes."""
+    rng = np.random.default_rng(7)
+    maps = wide_maps(60, 5, 6, seed=7)[30:] * np.float32(1e-9)  # signed: ranges cover [min, max]
+    relu = relu_maps(n=60, h=5, w=6, seed=8)
+    relu[rng.random(60) < 0.3] = 0
+    relu[5] = np.float32(0.7)  # a constant map (rounding can put cells past its value)
+    shape = (70, 66)  # W * H not a multiple of 8: the last byte is partial
+    assert kernel_matches_torch(5, 6, shape)
+    for m in (maps, relu):
+        ids = rng.permutation(len(m))
+        ranges = cluster_ranges(m, k=4, mode=mode)
+        fast = cluster_bitmaps(ids, m, len(m), shape, ranges, batch_size=7)
+        slow = torch_bitmaps(monkeypatch, cluster_bitmaps, ids, m, len(m), shape, ranges, batch_size=7)
+        up = np.clip(upsample(m, shape), m.min(), m.max())
+        for r, a, b in zip(ranges, fast, slow):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.rows, b.rows)
+            want = np.zeros((len(m),) + shape, bool)
+            want[ids] = r.contains(up)
+            np.testing.assert_array_equal(a.to_dense(), want)
+        assert sum(b.count() for b in fast) > 0
+        (a, info), (b, _) = (top_bitmap(ids, m, len(m), shape, q=0.9),
+                             torch_bitmaps(monkeypatch, top_bitmap, ids, m, len(m), shape, q=0.9))
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        assert info["n_cells"] > 0

@@ -4,13 +4,17 @@
 - `cluster_ranges` + `cluster_bitmaps`: Clustered Compositional Explanations, one bitmap
   per K-means activation range.
 
-Maps are upsampled (bilinear, align_corners=False) a batch of images at a time, so
-memory stays bounded by the batch and the output bitmaps, whatever the image count.
+Maps are upsampled (bilinear, align_corners=False) as torch's `F.interpolate` does:
+by a compiled kernel that reproduces torch's float32 roundings and classifies each
+image's cells as it goes (`kernels.bilinear_pack_ranges`), or, at sizes where it would
+not match torch bit for bit, by torch itself a batch of images at a time. Either way
+memory stays bounded by a batch and the output bitmaps, whatever the image count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 import numpy as np
 
 from nexplain.compositional import kernels
@@ -84,6 +88,29 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
     out = F.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False)
     return out[:, 0].numpy()
+
+
+def bilinear_axes(h: int, w: int, shape) -> tuple[tuple, tuple]:
+    """`kernels.bilinear_axis` of the rows and of the columns of an (h, w) -> shape upsampling."""
+    return kernels.bilinear_axis(h, int(shape[0])), kernels.bilinear_axis(w, int(shape[1]))
+
+
+@lru_cache(maxsize=None)
+def kernel_matches_torch(h: int, w: int, shape: tuple[int, int]) -> bool:
+    """Whether `kernels.bilinear` equals `upsample` (torch) bit for bit at these sizes.
+
+    The kernel follows torch's generic CPU kernel (kernels.py). torch sends outputs with
+    H + W <= 128 to its channels-last kernel instead, which rounds differently; and a
+    torch build whose kernel does not fuse multiply-adds would round differently too. A
+    probe on maps with zeros and a wide dynamic range catches that (when the roundings
+    differ, thousands of its cells do)."""
+    if shape[0] + shape[1] <= 128:
+        return False
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(8, h, w)) * np.exp(rng.uniform(-20, 20, size=(8, 1, 1)))
+    maps = np.where(np.arange(8)[:, None, None] < 4, np.maximum(maps, 0), maps).astype(np.float32)
+    got = kernels.bilinear(maps, *bilinear_axes(h, w, shape))
+    return bool(np.array_equal(got, upsample(maps, shape).reshape(len(maps), -1)))
 
 
 def top_bitmap(image_ids, maps, n_images: int, mask_shape, q: float = TOP_QUANTILE, *,
@@ -219,26 +246,19 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, ranges: list[Range], batch_s
     if maps.size:
         top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)[order]
         order = order[top >= floor - 1e-6 * (abs(floor) + np.abs(top))]
-    in_order = len(order) == len(ids) and bool(np.all(order == np.arange(len(ids))))
     # One buffer per range, sized for every image: np.empty pages become resident only
     # when written, and unlike many per-batch parts they leave no holes in the heap.
     out_ids = [np.empty(len(ids), np.int64) for _ in ranges]
     out_rows = [np.empty((len(ids), words), np.uint64) for _ in ranges]
-    filled = [0] * len(ranges)
-    packed = np.empty((len(ranges), batch_size, words * 8), np.uint8)
-    for start in range(0, len(order), batch_size):
-        sel = slice(start, start + batch_size) if in_order else order[start:start + batch_size]
-        up = upsample(maps[sel], shape)
-        n = len(up)
-        keep = kernels.pack_ranges(up.reshape(n, -1), *bounds, np.float32(lo), np.float32(hi), packed[:, :n])
-        batch_ids = ids[sel]
-        for j in range(len(ranges)):
-            f, k = filled[j], int(keep[j].sum())
-            out_ids[j][f:f + k] = batch_ids[keep[j]]
-            out_rows[j][f:f + k] = packed[j, :n][keep[j]].view(np.uint64)
-            filled[j] = f + k
+    clip_lo, clip_hi = np.float32(lo), np.float32(hi)
+    if maps.size and kernel_matches_torch(maps.shape[1], maps.shape[2], shape):
+        axes = bilinear_axes(maps.shape[1], maps.shape[2], shape)
+        filled = kernels.bilinear_bitmaps(maps, order, *axes, *bounds, clip_lo, clip_hi, ids, tuple(out_ids),
+                                          tuple(r.view(np.uint8) for r in out_rows))
+    else:
+        filled = _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size)
     result = []
-    for j, f in enumerate(filled):
+    for j, f in enumerate(map(int, filled)):
         # Trim, then drop the full-size buffer before trimming the next one.
         ids_j, rows_j = out_ids[j], out_rows[j]
         out_ids[j] = out_rows[j] = None
@@ -246,3 +266,22 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, ranges: list[Range], batch_s
             ids_j, rows_j = ids_j[:f].copy(), rows_j[:f].copy()
         result.append(Bitmap(ids_j, rows_j.view(np.uint8), n_images, shape))
     return result
+
+
+def _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size):
+    """`kernels.bilinear_bitmaps` with torch's upsampling, a batch of images at a time."""
+    filled = [0] * len(out_ids)
+    packed = np.empty((len(out_ids), batch_size, out_rows[0].shape[1] * 8), np.uint8)
+    in_order = len(order) == len(ids) and bool(np.all(order == np.arange(len(ids))))
+    for start in range(0, len(order), batch_size):
+        sel = slice(start, start + batch_size) if in_order else order[start:start + batch_size]
+        up = upsample(maps[sel], shape)
+        n = len(up)
+        keep = kernels.pack_ranges(up.reshape(n, -1), *bounds, clip_lo, clip_hi, packed[:, :n])
+        batch_ids = ids[sel]
+        for j in range(len(out_ids)):
+            f, k = filled[j], int(keep[j].sum())
+            out_ids[j][f:f + k] = batch_ids[keep[j]]
+            out_rows[j][f:f + k] = packed[j, :n][keep[j]].view(np.uint64)
+            filled[j] = f + k
+    return filled

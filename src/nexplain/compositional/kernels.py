@@ -243,24 +243,144 @@ def pack_ranges(values, lo, hi, clip_lo, clip_hi, out):
     whether a packed row has any cell. Values are clipped to [clip_lo, clip_hi] first.
     Bounds are float32 and strict (a closed bound is moved to the next float32 first),
     so the comparisons are exact and the loop has no branches to vectorize around."""
-    k_out, n_rows, n_cells = out.shape[0], values.shape[0], values.shape[1]
-    out[:] = 0
-    any_set = np.zeros((k_out, n_rows), np.bool_)
-    for i in range(n_rows):
-        for j in range(k_out):
-            nz = np.uint8(0)
-            for byte in range(n_cells // 8):
-                acc = np.uint8(0)
-                for x in range(8):
-                    v = min(max(values[i, 8 * byte + x], clip_lo), clip_hi)
-                    acc |= np.uint8((v > lo[j]) & (v < hi[j])) << np.uint8(7 - x)
-                out[j, i, byte] = acc
-                nz |= acc
-            acc = np.uint8(0)
-            for x in range(n_cells % 8):  # the last, partial byte
-                v = min(max(values[i, n_cells - n_cells % 8 + x], clip_lo), clip_hi)
-                acc |= np.uint8((v > lo[j]) & (v < hi[j])) << np.uint8(7 - x)
-            if n_cells % 8:
-                out[j, i, n_cells // 8] = acc
-            any_set[j, i] = (nz | acc) != 0
+    any_set = np.zeros((out.shape[0], values.shape[0]), np.bool_)
+    for i in range(values.shape[0]):
+        _pack_row(values[i], lo, hi, clip_lo, clip_hi, out, i, any_set)
     return any_set
+
+
+@njit(**JIT)
+def _pack_row(v, lo, hi, clip_lo, clip_hi, out, i, any_set):
+    """One image's cells v (cells,) into out[:, i] and any_set[:, i], as `pack_ranges`."""
+    n_cells = v.shape[0]
+    for j in range(out.shape[0]):
+        nz = np.uint8(0)
+        for byte in range(n_cells // 8):
+            acc = np.uint8(0)
+            for x in range(8):
+                c = min(max(v[8 * byte + x], clip_lo), clip_hi)
+                acc |= np.uint8((c > lo[j]) & (c < hi[j])) << np.uint8(7 - x)
+            out[j, i, byte] = acc
+            nz |= acc
+        if n_cells % 8:  # the last, partial byte
+            acc = np.uint8(0)
+            for x in range(n_cells % 8):
+                c = min(max(v[n_cells - n_cells % 8 + x], clip_lo), clip_hi)
+                acc |= np.uint8((c > lo[j]) & (c < hi[j])) << np.uint8(7 - x)
+            out[j, i, n_cells // 8] = acc
+            nz |= acc
+        out[j, i, (n_cells + 7) // 8:] = 0  # the row's padding bytes
+        any_set[j, i] = nz != 0
+
+
+# ---------------------------------------------------------------- bilinear upsampling
+# torch's CPU F.interpolate(mode="bilinear", align_corners=False) on (n, 1, h, w) float32,
+# when it runs its generic ("non-separable") kernel, computes per output axis, in float32:
+#   scale = float(n_in) / float(n_out)
+#   src   = max(fma(scale, i + 0.5, -0.5), 0)         (the compiler fuses the multiply-add)
+#   i0    = min(floor(src), n_in - 1), i1 = i0 + (i0 < n_in - 1)
+#   l1    = min(max(src - i0, 0), 1), l0 = 1 - l1      (n_in == n_out: i0 = i1 = i, l0 = 1, l1 = 0)
+# and per output cell, W first then H, each a fused multiply-add:
+#   t_r = fma(x[r, c0], a0, x[r, c1] * a1) for r = r0, r1;   value = fma(t_r0, b0, t_r1 * b1).
+# The functions below compute exactly that; tests/test_bitmaps.py checks the bits against
+# F.interpolate, and `bitmaps` only uses them where a probe against torch agrees.
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once, float32 (LLVM's fma: the FMA instruction, or libm's fmaf)."""
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32] * 3))
+        return builder.call(fma, args)
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@njit(**JIT)
+def bilinear_axis(n_in, n_out):
+    """Source indices (i0, i1) int64 and weights (l0, l1) float32 of one output axis."""
+    i0, i1 = np.empty(n_out, np.int64), np.empty(n_out, np.int64)
+    l0, l1 = np.empty(n_out, np.float32), np.empty(n_out, np.float32)
+    scale = np.float32(n_in) / np.float32(n_out)
+    one, half, zero = np.float32(1), np.float32(0.5), np.float32(0)
+    for i in range(n_out):
+        if n_in == n_out:
+            i0[i], i1[i], l0[i], l1[i] = i, i, one, zero
+            continue
+        src = max(_fma(scale, np.float32(i) + half, -half), zero)
+        k = min(np.int64(np.floor(src)), n_in - 1)
+        lam = min(max(src - np.float32(k), zero), one)
+        i0[i], i1[i] = k, k + (1 if k < n_in - 1 else 0)
+        l0[i], l1[i] = one - lam, lam
+    return i0, i1, l0, l1
+
+
+@njit(**JIT)
+def _bilinear_image(m, rows, cols, clip_lo, clip_hi, t, out):
+    """Upsample one map m (h, w) into out (H * W,), each value then clipped to [clip_lo,
+    clip_hi]: first each source row along W into t (h, W), then each output row from its
+    two source rows (the same roundings as torch)."""
+    r0, r1, b0, b1 = rows
+    c0, c1, a0, a1 = cols
+    W = len(c0)
+    for r in range(m.shape[0]):
+        for x in range(W):
+            t[r, x] = _fma(m[r, c0[x]], a0[x], m[r, c1[x]] * a1[x])
+    for y in range(len(r0)):
+        p, q, u, v = t[r0[y]], t[r1[y]], b0[y], b1[y]
+        for x in range(W):
+            out[y * W + x] = min(max(_fma(p[x], u, q[x] * v), clip_lo), clip_hi)
+
+
+@njit(**JIT)
+def bilinear(maps, rows, cols):
+    """maps (n, h, w) float32 -> (n, H * W) float32; `rows`, `cols`: `bilinear_axis` of H, W."""
+    out = np.empty((maps.shape[0], len(rows[0]) * len(cols[0])), np.float32)
+    t = np.empty((maps.shape[1], len(cols[0])), np.float32)
+    inf = np.float32(np.inf)
+    for i in range(maps.shape[0]):
+        _bilinear_image(maps[i], rows, cols, -inf, inf, t, out[i])
+    return out
+
+
+@njit(**JIT)
+def bilinear_bitmaps(maps, order, rows, cols, lo, hi, clip_lo, clip_hi, ids, out_ids, out_rows):
+    """The K range bitmaps of the bilinear upsampling of maps[order] (maps (N, h, w) float32,
+    order int64 positions), one image at a time, each value clipped to [clip_lo, clip_hi]
+    and kept in range j iff lo[j] < value < hi[j] (as `pack_ranges`). Images with cells in
+    range j are appended to out_ids[j] (their `ids`) and out_rows[j] ((N, row_bytes) uint8);
+    returns the number appended per range. A range no raw value of the map reaches (with
+    a slack for float32 rounding, as `bitmaps._bitmaps` skips images) is not looked at:
+    bilinear values are convex combinations of the raw ones, so it would stay empty."""
+    n_cells = len(rows[0]) * len(cols[0])
+    filled = np.zeros(len(lo), np.int64)
+    t = np.empty((maps.shape[1], len(cols[0])), np.float32)
+    v = np.empty(n_cells, np.float32)
+    flags = np.zeros(out_rows[0].shape[1] * 8, np.uint8)  # whole bytes; cells past n_cells stay 0
+    words = flags.view(np.uint64)
+    for n in order:
+        _bilinear_image(maps[n], rows, cols, clip_lo, clip_hi, t, v)
+        top, bottom = np.float64(maps[n].max()), np.float64(maps[n].min())
+        for j in range(len(lo)):
+            if (top < lo[j] - 1e-6 * (abs(np.float64(lo[j])) + abs(top))
+                    or bottom > hi[j] + 1e-6 * (abs(np.float64(hi[j])) + abs(bottom))):
+                continue
+            for c in range(n_cells):
+                flags[c] = (v[c] > lo[j]) & (v[c] < hi[j])
+            f = filled[j]
+            if _pack_flags(words, out_rows[j][f]):  # else row f is overwritten by the next image
+                out_ids[j][f] = ids[n]
+                filled[j] = f + 1
+    return filled
+
+
+@njit(**JIT)
+def _pack_flags(flags, out):
+    """Eight 0/1 bytes per word of `flags` as one byte of out (bit order "big"); whether any
+    is set. The multiply moves byte k's bit to bit 63 - k, all other products stay below
+    bit 56 or overflow past bit 63, so no carry reaches the top byte."""
+    nz = np.uint64(0)
+    for b in range(len(flags)):
+        out[b] = (flags[b] * np.uint64(0x8040201008040201)) >> np.uint64(56)
+        nz |= flags[b]
+    return nz != 0
