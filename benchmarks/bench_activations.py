@@ -4,7 +4,9 @@ On the same pre-built batches (no PNG decoding), for each ResNet-18 layer:
   - bare forward, full network
   - bare forward stopped at the layer (the least any extraction must do)
   - our extraction: hook + summary Parquet + spill + maps Parquet
-and the ratio extraction / bare (target >= 0.9 of the stopped forward).
+and the ratio extraction / bare (target >= 0.9 of the stopped forward); the stopped
+forward and the extraction of a layer run in turn, --repeats times: the ratio of their
+best times, and the median of the ratios of each pair.
 
     python benchmarks/bench_activations.py [--images 512] [--size 112] [--threads 2]
 """
@@ -12,6 +14,7 @@ and the ratio extraction / bare (target >= 0.9 of the stopped forward).
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +28,19 @@ from nexplain.activations.hooks import Trace
 
 def best_of(repeats, fn) -> float:
     """Fastest of a few runs: the least noisy estimate on a shared machine."""
-    times = []
+    return min(best_of_each(repeats, fn)[0])
+
+
+def best_of_each(repeats, *fns) -> list[list[float]]:
+    """Each of `fns` timed `repeats` times, in turn (a, b, a, b, ...), so that a slow spell
+    of a shared machine falls on both sides of a ratio."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -71,16 +81,24 @@ def main() -> None:
           f"{args.threads} threads, {'channels_last' if args.channels_last else 'NCHW'} "
           f"(best of {args.repeats})")
     print(f"full forward: {n / full:7.1f} img/s")
-    print(f"{'layer':8} {'stopped fwd':>12} {'extraction':>11} {'extr/stopped':>13} {'extr/full':>10} "
-          f"{'maps MB':>8}")
+    print(f"{'layer':8} {'stopped fwd':>12} {'extraction':>11} {'extr/stopped':>13} {'median pair':>11} "
+          f"{'extr/full':>10} {'maps MB':>8}")
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         for layer in args.layers:
-            stopped = best_of(args.repeats, lambda: forward(layer))
-            summary, maps = Path(tmp, f"{layer}_s.parquet"), Path(tmp, f"{layer}_m.parquet")
-            extract = best_of(args.repeats, lambda: extract_batches(
-                model, layer, batches, n, summary, maps, metadata={"model": "bench"}))
+            written = []
+
+            def extract_fresh():  # into new files, as a job does (replacing old ones costs their unlink)
+                r = len(written)
+                written.append(Path(tmp, f"{layer}_{r}_m.parquet"))
+                extract_batches(model, layer, batches, n, Path(tmp, f"{layer}_{r}_s.parquet"), written[-1],
+                                metadata={"model": "bench"})
+
+            stopped, extract = best_of_each(args.repeats, lambda: forward(layer), extract_fresh)
+            pairs = statistics.median(s / e for s, e in zip(stopped, extract))
+            stopped, extract = min(stopped), min(extract)
             print(f"{layer:8} {n / stopped:8.1f} img/s {n / extract:7.1f} img/s "
-                  f"{stopped / extract:13.2f} {full / extract:10.2f} {maps.stat().st_size / 1e6:8.1f}")
+                  f"{stopped / extract:13.2f} {pairs:11.2f} {full / extract:10.2f} "
+                  f"{written[-1].stat().st_size / 1e6:8.1f}")
 
 
 if __name__ == "__main__":

@@ -160,6 +160,30 @@ def test_deterministic_bytes(resnet, table, tmp_path):
         assert hashlib.sha256(x.read_bytes()).digest() == hashlib.sha256(y.read_bytes()).digest()
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_uneven_batches_fill_the_spill(resnet, tmp_path, monkeypatch, in_memory):
+    # Batches of 2, 5 and 3 images land at their offsets in the unit-major spill (in memory,
+    # or the file on disk past SPILL_IN_MEMORY); NCHW; ids with gaps; the same bytes either way.
+    import nexplain.activations.activations as extraction
+
+    x = torch.randn(10, 3, 32, 32)
+    ids = torch.arange(0, 30, 3)
+    cuts = [0, 2, 7, 10]
+    batches = [(x[a:b], ids[a:b]) for a, b in zip(cuts, cuts[1:])]
+    s, m = tmp_path / "s.parquet", tmp_path / "m.parquet"
+    monkeypatch.setattr(extraction, "SPILL_IN_MEMORY", 1 << 30 if in_memory else 0)
+    extract_batches(resnet.module, "layer2", batches, 10, s, m)
+    with torch.inference_mode(), Trace(resnet.module, "layer2", stop=True) as t:
+        resnet.module(x)
+    got_ids, maps = read_all_maps(m)
+    assert np.array_equal(got_ids, ids.numpy())
+    assert close(maps, t.output.float())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "s.parquet"]  # spill removed
+    monkeypatch.setattr(extraction, "SPILL_IN_MEMORY", 0 if in_memory else 1 << 30)
+    extract_batches(resnet.module, "layer2", batches, 10, tmp_path / "s2.parquet", tmp_path / "m2.parquet")
+    assert m.read_bytes() == (tmp_path / "m2.parquet").read_bytes()
+
+
 def test_failures_leave_nothing_behind(resnet, tmp_path):
     batches = [(torch.randn(4, 3, 32, 32), torch.arange(4))]
     s, m = tmp_path / "s.parquet", tmp_path / "m.parquet"

@@ -7,9 +7,11 @@
   uncompressed; a few units per row group, so one unit is read cheaply.
 
 The forward pass is image-major but the maps file is unit-major. The transpose
-goes through a raw spill file on disk: each batch writes its per-unit blocks at
-their final offsets, then the Parquet is written row group by row group from it.
-Memory therefore stays bounded whatever the number of images.
+goes through a (units, images, h*w) float32 spill: each batch writes its per-unit
+blocks at their final offsets, then the Parquet is written row group by row group
+from it. The spill is an array in memory up to `SPILL_IN_MEMORY` bytes (the write then
+copies nothing) and a raw file on disk beyond, so memory stays bounded whatever the
+number of images.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _PARQUET = dict(compression="zstd", compression_level=1, use_dictionary=False,
 _MAPS_PARQUET = {**_PARQUET, "compression": {"unit": "zstd", "image_id": "zstd", "map": "none"},
                  "compression_level": {"unit": 1, "image_id": 1}}
 MAP_ENCODING = "float32 little-endian, row-major h x w"
+SPILL_IN_MEMORY = 1 << 30  # bytes of maps kept in memory; a larger layer spills to disk
 
 
 def extract_activations(model, table: ImageTable, layer: str, summary_path, maps_path, *,
@@ -91,9 +94,7 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
     module.eval()
     maps_path = Path(maps_path)
     maps_path.parent.mkdir(parents=True, exist_ok=True)
-    # The spill lives beside the outputs: on disk, not on a RAM-backed /tmp.
-    fd, spill = tempfile.mkstemp(prefix=f".{maps_path.name}.spill.", suffix=".tmp", dir=maps_path.parent)
-    summary = None
+    summary = spill = None
     try:
         with atomic_path(summary_path) as summary_tmp:
             ids = np.empty(n_images, dtype=np.int32)
@@ -107,8 +108,9 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
                 if summary is None:
                     meta = layout.meta(layer, n_images, reduce, metadata)
                     summary = _SummaryWriter(summary_tmp, layout.n_units, meta, max_row_group_bytes)
+                    spill = _Spill(layout.n_units, n_images, layout.height * layout.width, maps_path)
                 summary.write(ids[done:done + n], values)
-                _spill(fd, maps, done, n_images)
+                spill.put(maps, done)
                 done += n
             if done != n_images:
                 raise DataError(f"extracted {done} images, expected {n_images}")
@@ -116,13 +118,13 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
                 raise DataError("image ids must come in strictly increasing order")
             summary.close()
             with atomic_path(maps_path) as maps_tmp:
-                _write_maps(maps_tmp, fd, ids, layout, meta, max_row_group_bytes, units_per_row_group)
+                _write_maps(maps_tmp, spill, ids, layout, meta, max_row_group_bytes, units_per_row_group)
         return meta
     finally:
         if summary is not None:
             summary.close(flush=False)  # no-op after a normal close
-        os.close(fd)
-        os.unlink(spill)
+        if spill is not None:
+            spill.close()
 
 
 def _layer_outputs(module, layer, batches, reduce, channels_last, progress, compute):
@@ -259,13 +261,47 @@ class _SummaryWriter:
         self.n_pending = len(ids) - rows
 
 
-def _spill(fd: int, maps: torch.Tensor, start: int, n_images: int) -> None:
-    """Write a batch's (B, U, hw) maps into the unit-major spill file at their offsets."""
-    b, units, hw = maps.shape
-    blocks = maps.transpose(0, 1).contiguous().numpy()  # (U, B, hw): one block per unit
-    row = hw * 4
-    for u in range(units):
-        os.pwrite(fd, blocks[u], (u * n_images + start) * row)
+class _Spill:
+    """The maps of every image, unit-major: a (U, N, hw) float32 array in memory, or a raw
+    file of that layout beside `near` (on disk, not on a RAM-backed /tmp) when larger than
+    SPILL_IN_MEMORY."""
+
+    def __init__(self, n_units: int, n_images: int, hw: int, near: Path):
+        self.shape = (n_units, n_images, hw)
+        self.array = self.fd = None
+        if 4 * n_units * n_images * hw <= SPILL_IN_MEMORY:
+            self.array = np.empty(self.shape, np.float32)
+        else:
+            self.fd, self.path = tempfile.mkstemp(prefix=f".{near.name}.spill.", suffix=".tmp", dir=near.parent)
+
+    def put(self, maps: torch.Tensor, start: int) -> None:
+        """A batch's (B, U, hw) maps, images start..start+B."""
+        if self.array is not None:  # one strided copy straight into place
+            torch.from_numpy(self.array[:, start:start + len(maps)]).copy_(maps.transpose(0, 1))
+            return
+        blocks = maps.transpose(0, 1).contiguous().numpy()  # (U, B, hw): one block per unit
+        _, n, hw = self.shape
+        for u in range(len(blocks)):
+            os.pwrite(self.fd, blocks[u], (u * n + start) * hw * 4)
+
+    def block(self, u0: int, u1: int, r0: int, r1: int):
+        """Units u0..u1, images r0..r1 as one buffer: whole units, or rows of one unit."""
+        if self.array is not None:
+            return self.array[u0:u1, r0:r1]
+        _, n, hw = self.shape
+        offset = (u0 * n + r0) * hw if u1 - u0 == 1 else u0 * n * hw
+        count = (u1 - u0) * (r1 - r0) * hw
+        raw = os.pread(self.fd, count * 4, offset * 4)
+        if len(raw) != count * 4:
+            raise DataError(f"spill file {self.path} is short")
+        return raw
+
+    def close(self) -> None:
+        self.array = None
+        if self.fd is not None:
+            os.close(self.fd)
+            os.unlink(self.path)
+            self.fd = None
 
 
 def _row_groups(n_units, n_images, hw, max_bytes, units_per_group):
@@ -280,7 +316,7 @@ def _row_groups(n_units, n_images, hw, max_bytes, units_per_group):
             for u in range(n_units) for r in range(0, n_images, rows)]
 
 
-def _write_maps(path, fd, ids, layout, meta, max_bytes, units_per_group):
+def _write_maps(path, spill: _Spill, ids, layout, meta, max_bytes, units_per_group):
     n, hw = len(ids), layout.height * layout.width
     map_type = pa.binary(hw * 4)
     schema = pa.schema([pa.field("unit", pa.int32()), pa.field("image_id", pa.int32()),
@@ -292,14 +328,8 @@ def _write_maps(path, fd, ids, layout, meta, max_bytes, units_per_group):
                           **_MAPS_PARQUET) as writer:
         for u0, u1, r0, r1 in _row_groups(layout.n_units, n, hw, max_bytes, units_per_group):
             rows = r1 - r0
-            if u1 - u0 == 1:
-                offset, count = (u0 * n + r0) * hw, rows * hw
-            else:  # whole units are contiguous in the spill
-                offset, count = u0 * n * hw, (u1 - u0) * n * hw
-            raw = os.pread(fd, count * 4, offset * 4)
-            if len(raw) != count * 4:
-                raise DataError(f"spill file for {path} is short")
-            maps = pa.FixedSizeBinaryArray.from_buffers(map_type, count // hw, [None, pa.py_buffer(raw)])
+            maps = pa.FixedSizeBinaryArray.from_buffers(map_type, (u1 - u0) * rows,
+                                                        [None, pa.py_buffer(spill.block(u0, u1, r0, r1))])
             units = np.repeat(np.arange(u0, u1, dtype=np.int32), rows)
             image_ids = np.tile(ids[r0:r1], u1 - u0)
             table = pa.Table.from_arrays([pa.array(units), pa.array(image_ids), maps], schema=schema)
