@@ -70,10 +70,11 @@ class LinearSettings:
 
 
 def keep_concepts(P: np.ndarray, f: ConceptFilter = ConceptFilter(), what: str = "the concept matrix",
-                  rows: np.ndarray | None = None) -> np.ndarray:
+                  rows: np.ndarray | None = None, means: np.ndarray | None = None) -> np.ndarray:
     """(C,) bool: the concepts that pass `f` on the train split, P's `rows` (default all), read a
-    block at a time and never copied whole (the authors looked at every split). Raises
-    DataError, naming `what`, when none does: every explanation would be empty."""
+    block at a time and never copied whole (the authors looked at every split); `means`: their
+    column means, if known. Raises DataError, naming `what`, when none does: every explanation
+    would be empty."""
     n, C = (len(P) if rows is None else len(rows)), P.shape[1]
     if n == 0 or C == 0:
         raise DataError(f"{what}: nothing to explain with ({C} concepts, {n} train images); check it and linear.split")
@@ -82,7 +83,7 @@ def keep_concepts(P: np.ndarray, f: ConceptFilter = ConceptFilter(), what: str =
     for c in range(0, C, 256):  # column blocks: np.partition copies its input
         block = np.asarray(P[:, c:c + 256] if rows is None else P[rows, c:c + 256], np.float64)
         top_mean[c:c + 256] = -np.mean(np.partition(-block, k - 1, axis=0)[:k], axis=0)
-    varies = _column_stats(P, rows)[1] >= MIN_STD
+    varies = _column_stats(P, rows, means)[1] >= MIN_STD
     keep = (top_mean >= f.min_mean) & varies
     if not keep.any():
         raise DataError(_nothing_kept(what, f, top_mean, varies))
@@ -128,9 +129,10 @@ def _column_means(x: np.ndarray, rows=None, cols=None) -> np.ndarray:
     return total / max(len(x) if rows is None else len(rows), 1)
 
 
-def _column_stats(x: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per column of x[rows] in float64, one chunk of rows at a time."""
-    n, sq, mean = (len(x) if rows is None else len(rows)), np.zeros(x.shape[1]), _column_means(x, rows)
+def _column_stats(x: np.ndarray, rows=None, mean=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (unless given) and std per column of x[rows] in float64, one chunk of rows at a time."""
+    n, sq = (len(x) if rows is None else len(rows)), np.zeros(x.shape[1])
+    mean = _column_means(x, rows) if mean is None else mean
     for block in _chunks(x, rows):
         sq += ((block - mean) ** 2).sum(0)
     return mean, np.sqrt(sq / max(n, 1))
@@ -199,10 +201,12 @@ class _Moments:
 
     @classmethod
     def of(cls, P: np.ndarray, Q: np.ndarray, rows: np.ndarray | None = None,
-           cols: np.ndarray | None = None) -> _Moments:
-        """The moments of P[rows][:, cols] and Q[rows], a chunk of rows at a time. Memory: the
-        C x C product of one chunk and half of it for the sum."""
-        mp, mq = _column_means(P, rows, cols), _column_means(Q, rows)
+           cols: np.ndarray | None = None, mp: np.ndarray | None = None) -> _Moments:
+        """The moments of P[rows][:, cols] and Q[rows] (`mp`: P's column means there, if known),
+        a chunk of rows at a time. Memory: the C x C product of one chunk and half of it for
+        the sum."""
+        mp = _column_means(P, rows, cols) if mp is None else mp
+        mq = _column_means(Q, rows)
         pp, pq = _Symmetric(len(mp)), np.zeros((len(mp), len(mq)))
         qq, prod = np.zeros(len(mq)), None
         for Pc, Qc in zip(_chunks(P, rows, cols), _chunks(Q, rows)):
@@ -333,14 +337,15 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
     Gram matrix while it runs, and C x U products. `matrix` and `activations` name the
     inputs in errors: non-finite values, or no concept passing `s.concept_filter`."""
     P, Q = np.asarray(P), np.asarray(Q)
-    _refuse_non_finite(_column_means(P), matrix, "concepts", "a concept matrix holds probabilities: rebuild it")
-    _refuse_non_finite(_column_means(Q), activations, "units", "NaN is not a dead unit: check the model and re-extract")
+    _refuse_non_finite(P, matrix, "concepts", "a concept matrix holds probabilities: rebuild it")
+    _refuse_non_finite(Q, activations, "units", "NaN is not a dead unit: check the model and re-extract")
     tr, va = np.flatnonzero(masks["train"]), np.flatnonzero(masks["val"])
-    keep = keep_concepts(P, s.concept_filter, matrix, rows=tr)
+    means = _column_means(P, tr)  # a column's sum runs down its rows alone: the same for any column subset
+    keep = keep_concepts(P, s.concept_filter, matrix, rows=tr, means=means)
     cols = np.flatnonzero(keep)
     # The column gather makes the blocks column-major, which BLAS sums in another order: train
     # gathers only when concepts were dropped, val always, as the explanations were first made.
-    train = _Moments.of(P, Q, tr, cols if len(cols) < P.shape[1] else None)
+    train = _Moments.of(P, Q, tr, cols if len(cols) < P.shape[1] else None, mp=means[cols])
     W_kept = elastic_net(P, Q, s, moments=train, progress=progress, rows=tr)  # unit-major: contiguous columns
     val = _Moments.of(P, Q, va, cols)
     allowed = np.ones(len(cols), bool)
@@ -355,11 +360,15 @@ def explain_units(P: np.ndarray, Q: np.ndarray, masks: dict[str, np.ndarray],
     return out, keep, W
 
 
-def _refuse_non_finite(column_sums: np.ndarray, what: str, kind: str, fix: str) -> None:
-    """A NaN would pass for a dead unit or a constant concept: refuse it, naming the input."""
-    bad = np.flatnonzero(~np.isfinite(column_sums))
+def _refuse_non_finite(x: np.ndarray, what: str, kind: str, fix: str) -> None:
+    """A NaN would pass for a dead unit or a constant concept: refuse it, naming the input.
+    Checked in x's own dtype, a chunk of rows at a time (no float64 copy)."""
+    finite = np.ones(x.shape[1], bool)
+    for s in range(0, len(x), ROWS_PER_CHUNK):
+        finite &= np.isfinite(x[s:s + ROWS_PER_CHUNK]).all(0)
+    bad = np.flatnonzero(~finite)
     if len(bad):
-        raise DataError(f"{what}: {len(bad)} of its {len(column_sums)} {kind} hold NaN or infinite values "
+        raise DataError(f"{what}: {len(bad)} of its {x.shape[1]} {kind} hold NaN or infinite values "
                         f"(first: {kind[:-1]} {bad[0]}); {fix}")
 
 
