@@ -87,15 +87,31 @@ def pair_counts(bits, pair_row, pair_box, pairs, pair_image, rows, where, width)
 
 
 @njit(**JIT)
+def _seek(ids, lo, n):
+    """Smallest i >= lo with i == len(ids) or ids[i] >= n, for sorted ids with ids[:lo] < n.
+    Gallops from lo: a walk over increasing n pays O(log gap) a step, not O(log len(ids))."""
+    bound, step = lo, 1
+    while bound < len(ids) and ids[bound] < n:
+        lo = bound + 1
+        bound += step
+        step *= 2
+    return lo + np.searchsorted(ids[lo:min(bound, len(ids))], n)
+
+
+@njit(**JIT)
 def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner, inner_ids, width):
     """(|c and outer|, |c and inner|) over a concept's pairs (`rows`, `images` sorted, `c_box`),
     `inner` a subset of `outer` (whose boxes are `outer_box`); reads each of c's rows once,
-    only where outer is set and only the rows both boxes cover."""
+    only where outer is set and only the rows both boxes cover. An `inner` with no ids
+    costs nothing (its count is 0)."""
     x = y = 0
+    i = j = 0  # merge positions in outer_ids, inner_ids: both walks go forward
     for q in range(len(images)):
         n = images[q]
-        i = np.searchsorted(outer_ids, n)
-        if i == len(outer_ids) or outer_ids[i] != n:
+        i = _seek(outer_ids, i, n)
+        if i == len(outer_ids):
+            break
+        if outer_ids[i] != n:
             continue
         r0 = max(np.int64(c_box[q, 0]), np.int64(outer_box[i, 0]))
         r1 = min(np.int64(c_box[q, 2]), np.int64(outer_box[i, 2]))
@@ -103,14 +119,14 @@ def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner
             continue
         w0, w1 = span(r0, r1, width)
         x += and_count_span(outer, i, bits, rows[q], w0, w1)
-        j = np.searchsorted(inner_ids, n)
+        j = _seek(inner_ids, j, n)
         if j < len(inner_ids) and inner_ids[j] == n:
             y += and_count_span(inner, j, bits, rows[q], w0, w1)
     return x, y
 
 
 @njit(**JIT)
-def _matches(a_ids, b_ids):
+def matches(a_ids, b_ids):
     """Positions (ia, ib) with a_ids[ia] == b_ids[ib], by a merge join of the sorted ids."""
     ia = np.empty(min(len(a_ids), len(b_ids)), np.int64)
     ib = np.empty_like(ia)
@@ -126,12 +142,14 @@ def _matches(a_ids, b_ids):
     return ia[:m], ib[:m]
 
 
+# The row-set kernels below write into `out` allocated by the caller (masks.py, with numpy):
+# numpy asks the OS for huge pages on large buffers, where an array made inside a kernel is
+# faulted in 4 KiB at a time (over 10,000 faults for one Broden-size A and L).
+
 @njit(**JIT)
-def and_rows(a, a_ids, b, b_ids):
-    """a AND b over the images both list, empty results dropped: (ids, words, ia, ib),
-    the kept rows' positions in a and in b."""
-    ia, ib = _matches(a_ids, b_ids)
-    out = np.empty((len(ia), a.shape[1]), np.uint64)
+def and_rows(a, b, ia, ib, out):
+    """out[k] = a[ia[q]] AND b[ib[q]] for the matched positions q (`matches`) whose AND has a
+    cell, in order; ia and ib are compacted alike, in place. Returns k, the rows kept."""
     k = 0
     for q in range(len(ia)):
         nz = np.uint64(0)
@@ -142,27 +160,28 @@ def and_rows(a, a_ids, b, b_ids):
         if nz != 0:
             ia[k], ib[k] = ia[q], ib[q]
             k += 1
-    return a_ids[ia[:k]], out[:k], ia[:k], ib[:k]
+    return k
 
 
 @njit(**JIT)
-def andnot_rows(a, a_ids, b, b_ids):
-    """a AND NOT b over a's images, empty results dropped: (ids, words, kept positions in a)."""
-    ia, ib = _matches(a_ids, b_ids)
-    out = a.copy()
+def andnot_rows(a, b, ia, ib, out):
+    """a AND NOT b into out (a's shape), b's rows ib[q] taken from a's rows ia[q] (`matches`);
+    the rows left with a cell are packed to the front. Returns their positions in a."""
+    for i in range(a.shape[0]):
+        out[i] = a[i]
     for q in range(len(ia)):
         for w in range(a.shape[1]):
             out[ia[q], w] &= ~b[ib[q], w]
-    keep = np.empty(len(a_ids), np.int64)
+    keep = np.empty(a.shape[0], np.int64)
     k = 0
-    for i in range(len(a_ids)):
+    for i in range(a.shape[0]):
         nz = np.uint64(0)
         for w in range(a.shape[1]):
             nz |= out[i, w]
         if nz != 0:
             out[k], keep[k] = out[i], i
             k += 1
-    return a_ids[keep[:k]], out[:k], keep[:k]
+    return keep[:k]
 
 
 @njit(**JIT)
@@ -174,34 +193,35 @@ def _overlap(p, i, q, j):
 
 
 @njit(**JIT)
-def estimate_terms(ids, img_ptr, img_pairs, pair_concept, refine, a_img, il_img, ic, areas, box_l, rect_l,
+def estimate_terms(ids, img_ptr, concept, refine, a_img, il_img, ic, areas, box_l, rect_l,
                    area_c, box_c, rect_c, cells):
     """MMESH's per-pair corrections to the totals, summed per concept: (7, C) int64.
 
     Rows: OR's |A and F| and |F| corrections, AND's two, AND NOT's two, box overlap
     (the formulas of `search._estimates`). Walks L's images (`ids`, positions aligned
-    with `areas`, `box_l`, `rect_l`) and their pairs, skipping concepts not to `refine`."""
+    with `areas`, `box_l`, `rect_l`) and their pairs, skipping concepts not to `refine`.
+    The per-pair arrays (`concept`, `ic`, `area_c`, `box_c`, `rect_c`) are in image-major
+    order (image n's pairs at img_ptr[n]:img_ptr[n + 1]), so the walk streams through them."""
     terms = np.zeros((7, len(refine)), np.int64)
     for pos in range(len(ids)):
         n = ids[pos]
         a_n, il, a_l = np.int64(a_img[n]), np.int64(il_img[n]), np.int64(areas[pos])
         for q in range(img_ptr[n], img_ptr[n + 1]):
-            p = img_pairs[q]
-            c = pair_concept[p]
+            c = concept[q]
             if not refine[c]:
                 continue
-            i_c, a_c = np.int64(ic[p]), np.int64(area_c[p])
-            ov_box = _overlap(box_l, pos, box_c, p)
+            i_c, a_c = np.int64(ic[q]), np.int64(area_c[q])
+            ov_box = _overlap(box_l, pos, box_c, q)
             fl, fc = a_l - il, a_c - i_c  # cells of L and of c outside A_n
             shared_fp = min(fl, fc, ov_box)
             or_i = min(a_n, il + i_c)
             or_a = max(a_l, a_c, a_l + a_c - ov_box, or_i + fl + fc - shared_fp)
-            hull = ((np.int64(max(box_l[pos, 2], box_c[p, 2])) - min(box_l[pos, 0], box_c[p, 0]))
-                    * (np.int64(max(box_l[pos, 3], box_c[p, 3])) - min(box_l[pos, 1], box_c[p, 1])))
+            hull = ((np.int64(max(box_l[pos, 2], box_c[q, 2])) - min(box_l[pos, 0], box_c[q, 0]))
+                    * (np.int64(max(box_l[pos, 3], box_c[q, 3])) - min(box_l[pos, 1], box_c[q, 1])))
             and_i = min(il, i_c)
-            and_a = max(_overlap(rect_l, pos, rect_c, p), a_l + a_c - hull, and_i + max(fl + fc - (cells - a_n), 0))
+            and_a = max(_overlap(rect_l, pos, rect_c, q), a_l + a_c - hull, and_i + max(fl + fc - (cells - a_n), 0))
             not_i = min(il, a_n - i_c)
-            not_a = max(a_l - min(ov_box, a_c), _overlap(rect_l, pos, rect_l, pos) - _overlap(rect_l, pos, box_c, p),
+            not_a = max(a_l - min(ov_box, a_c), _overlap(rect_l, pos, rect_l, pos) - _overlap(rect_l, pos, box_c, q),
                         not_i + fl - shared_fp)
             terms[0, c] += or_i - il - i_c
             terms[1, c] += or_a - a_l - a_c
@@ -214,12 +234,12 @@ def estimate_terms(ids, img_ptr, img_pairs, pair_concept, refine, a_img, il_img,
 
 
 @njit(**JIT)
-def or_rows(a, a_ids, b, b_ids):
-    """a OR b over the images either lists: (ids, words, positions of a's rows, of b's rows)."""
+def or_merge(a_ids, b_ids):
+    """Merge of sorted image ids: (the union, positions of a's ids in it, of b's)."""
     ids = np.empty(len(a_ids) + len(b_ids), np.int64)
     pa, pb = np.empty(len(a_ids), np.int64), np.empty(len(b_ids), np.int64)
     m = i = j = 0
-    while i < len(a_ids) or j < len(b_ids):  # merge of the sorted ids
+    while i < len(a_ids) or j < len(b_ids):
         if j == len(b_ids) or (i < len(a_ids) and a_ids[i] < b_ids[j]):
             ids[m], pa[i], i = a_ids[i], m, i + 1
         elif i == len(a_ids) or b_ids[j] < a_ids[i]:
@@ -227,13 +247,23 @@ def or_rows(a, a_ids, b, b_ids):
         else:
             ids[m], pa[i], pb[j], i, j = a_ids[i], m, m, i + 1, j + 1
         m += 1
-    out = np.zeros((m, a.shape[1]), np.uint64)
+    return ids[:m], pa, pb
+
+
+@njit(**JIT)
+def or_rows(a, b, pa, pb, out):
+    """a OR b into out (one row per id of the union), a's rows at positions pa, b's at pb
+    (`or_merge`); every row of out is written, so it needs no zeroing first."""
+    from_a = np.zeros(out.shape[0], np.bool_)
     for i in range(len(pa)):
         out[pa[i]] = a[i]
+        from_a[pa[i]] = True
     for j in range(len(pb)):
-        for w in range(b.shape[1]):
-            out[pb[j], w] |= b[j, w]
-    return ids[:m], out, pa, pb
+        if from_a[pb[j]]:
+            for w in range(b.shape[1]):
+                out[pb[j], w] |= b[j, w]
+        else:
+            out[pb[j]] = b[j]
 
 
 @njit(**JIT)

@@ -87,15 +87,34 @@ def match_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hit, pos[hit]
 
 
+def _and_rows(a: Bitmap, b: Bitmap):
+    """(ids, words, ia, ib) of a AND b over the images both list, empty rows dropped; ia, ib:
+    the kept rows' positions in a and in b. Output buffers come from numpy (see kernels)."""
+    wa = kernels.words(a.rows)
+    ia, ib = kernels.matches(a.ids, b.ids)
+    out = np.empty((len(ia), wa.shape[1]), np.uint64)
+    k = kernels.and_rows(wa, kernels.words(b.rows), ia, ib, out)
+    return a.ids[ia[:k]], out[:k], ia[:k], ib[:k]
+
+
+def _andnot_rows(a: Bitmap, b: Bitmap):
+    """(ids, words, kept positions in a) of a AND NOT b over a's images, empty rows dropped."""
+    wa = kernels.words(a.rows)
+    ia, ib = kernels.matches(a.ids, b.ids)
+    out = np.empty_like(wa)
+    keep = kernels.andnot_rows(wa, kernels.words(b.rows), ia, ib, out)
+    return a.ids[keep], out[:len(keep)], keep
+
+
 def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
     """a AND b, over the images both list."""
-    ids, rows, _, _ = kernels.and_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
+    ids, rows, _, _ = _and_rows(a, b)
     return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
 def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
     """a AND NOT b, over a's images."""
-    ids, rows, _ = kernels.andnot_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
+    ids, rows, _ = _andnot_rows(a, b)
     return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
@@ -106,8 +125,11 @@ def bitmap_or(a: Bitmap, b: Bitmap) -> Bitmap:
 
 def _or(a: Bitmap, b: Bitmap) -> tuple[Bitmap, np.ndarray, np.ndarray]:
     """(a OR b, positions of a's images in it, of b's)."""
-    ids, rows, pa, pb = kernels.or_rows(kernels.words(a.rows), a.ids, kernels.words(b.rows), b.ids)
-    return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), pa, pb
+    wa = kernels.words(a.rows)
+    ids, pa, pb = kernels.or_merge(a.ids, b.ids)
+    out = np.empty((len(ids), wa.shape[1]), np.uint64)
+    kernels.or_rows(wa, kernels.words(b.rows), pa, pb, out)
+    return Bitmap(ids, out.view(np.uint8), a.n_images, a.shape), pa, pb
 
 
 def intersect_counts(a: Bitmap, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
@@ -215,13 +237,12 @@ class Region:
 def combine(left: Region, op: str, right: Region) -> Region:
     """`left op right` with geometry composed without looking at cells (valid, maybe loose)."""
     a, b = left.bitmap, right.bitmap
-    wa, wb = kernels.words(a.rows), kernels.words(b.rows)
     if op == AND:
-        ids, rows, ia, ib = kernels.and_rows(wa, a.ids, wb, b.ids)
+        ids, rows, ia, ib = _and_rows(a, b)
         box = box_meet(left.box[ia], right.box[ib])
         rect = box_meet(left.rect[ia], right.rect[ib])
     elif op == AND_NOT:
-        ids, rows, keep = kernels.andnot_rows(wa, a.ids, wb, b.ids)
+        ids, rows, keep = _andnot_rows(a, b)
         ia, ib = match_sorted(a.ids, b.ids)
         rect = left.rect.copy()
         rect[ia] = rect_outside(left.rect[ia], right.box[ib])
@@ -269,6 +290,7 @@ class ConceptStore:
         self.full_row = pack_masks(np.ones((1,) + self.shape, bool), self.row_bytes)[0]
         self.box, self.rect = geometry[:2] if geometry is not None else self._geometry()
         self._meets = geometry[2] if geometry is not None and len(geometry) > 2 else None
+        self._by_image = None
 
     @classmethod
     def from_packed(cls, pm, geometry=None) -> ConceptStore:
@@ -294,6 +316,16 @@ class ConceptStore:
     def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(box, rect, meets), to save and pass back to the constructor (it is the slow part)."""
         return self.box, self.rect, self.meets
+
+    @property
+    def by_image(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(concept, area, box, rect) per pair in image-major order (that of `img_pairs`),
+        made on first use (24 bytes a pair): MMESH's bound terms walk every pair of an
+        image, and in this order the walk streams instead of jumping across the arrays."""
+        if self._by_image is None:
+            p = self.img_pairs
+            self._by_image = (self.pair_concept[p], self.area[p], self.box[p], self.rect[p])
+        return self._by_image
 
     @property
     def meets(self) -> np.ndarray:
@@ -374,12 +406,14 @@ class ConceptStore:
         b = bitmaps[0]
         for other in bitmaps[1:]:
             b = bitmap_and(b, other)
-        return self.nested_counts(c, b, b)[0]
+        return self.nested_counts(c, b)[0]
 
-    def nested_counts(self, c: int, outer: Bitmap | Region, inner: Bitmap) -> tuple[int, int]:
+    def nested_counts(self, c: int, outer: Bitmap | Region, inner: Bitmap | None = None) -> tuple[int, int]:
         """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once
-        (within both bounding boxes when `outer` is a Region)."""
+        (within both bounding boxes when `outer` is a Region); no `inner`: (|c and outer|, 0)."""
         lo, hi = self.ptr[c], self.ptr[c + 1]
+        if inner is None:
+            inner = Bitmap.empty(self.n_images, self.shape)
         if isinstance(outer, Region):
             outer, box = outer.bitmap, outer.box
         else:

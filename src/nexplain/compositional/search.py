@@ -19,7 +19,9 @@ bound is strictly below the beam's worst score. Since the bound is >= the score 
 floating point too (both are one correctly rounded division of exact integers, then
 the same penalty factor), both return the same beam. A pair needs no count when X = 0
 is proven: disjoint boxes in every image, or c never sharing a cell with L's positive
-concepts anywhere in the dataset (`ConceptStore.meets`).
+concepts anywhere in the dataset (`ConceptStore.meets`). A pair whose X an earlier search
+left in the cache (a sibling cluster, an earlier unit) gets a second bound before its count:
+|F| is then exact and only Y is open (`_x_bound`).
 
 The last round keeps `final_beam` formulas: 1 by default, the reported best (the
 reference's choice too); the earlier rounds keep the beam, so the best is unchanged.
@@ -138,7 +140,7 @@ class _Ctx:
         self.memo: dict = {}   # written form -> `expansion`, for this search only
         self.xy: dict = {}     # (written form, c) -> (X, Y) counted by MMESH
         self.als: dict = {}    # written form -> A and L, kept for one MMESH round only
-        self._ic = None
+        self._ic = self._ic_by_image = None
 
     def factor(self, length: int) -> float:
         return 1.0 if self.penalty is None else float(self.penalty) ** (length - 1)
@@ -166,16 +168,24 @@ class _Ctx:
 
     def xy_counts(self, f: Formula, c: int, region: Region, al: Bitmap) -> tuple[int, int]:
         """(X, Y) = (|L and c|, |A and L and c|) for one concept; `region` = L's, `al` = A and L.
-        X is unit-independent and cached; a miss counts both from one read of c's rows."""
+        X is unit-independent and cached; a miss counts both from one read of c's rows.
+        Y <= min(X, Z_c, |A and L|): where one of them is 0, Y = 0 needs no read."""
         hit = self.cache.counts.get(f.key)
         if hit is None:
             hit = (np.zeros(self.store.n_concepts, np.int64), np.zeros(self.store.n_concepts, bool))
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
+        y_open = self.Z[c] > 0 and len(al.ids) > 0
         if hit[1][c]:
-            return int(hit[0][c]), self.store.concept_count(c, al)
-        x, y = self.store.nested_counts(c, region, al)
+            x = int(hit[0][c])
+            return x, self.store.concept_count(c, al) if x and y_open else 0
+        x, y = self.store.nested_counts(c, region, al if y_open else None)
         hit[0][c], hit[1][c] = x, True
         return x, y
+
+    def cached_x(self, f: Formula, c: int) -> int | None:
+        """X = |L and c| if an earlier count left it in the cache, else None."""
+        hit = self.cache.counts.get(f.key)
+        return int(hit[0][c]) if hit is not None and hit[1][c] else None
 
     def ic_of(self, pairs: np.ndarray | None = None) -> np.ndarray:
         """|A_n and c_n| for pair ids (0 for pairs outside supp(A)); a dense (P,) table, made once."""
@@ -184,8 +194,15 @@ class _Ctx:
             self._ic[self.pairs] = self.pair_counts
         return self._ic if pairs is None else self._ic[pairs]
 
+    def ic_by_image(self) -> np.ndarray:
+        """`ic_of()` in the store's image-major pair order (`ConceptStore.by_image`), made once."""
+        if self._ic_by_image is None:
+            self._ic_by_image = self.ic_of()[self.store.img_pairs]
+        return self._ic_by_image
+
     def expansion(self, f: Formula, mmesh: bool, floor: float = 0.0):
-        """(|L|, |A and L|, Y = |A and L and c| (C,) or MMESH bounds (3, C)) of beam formula L.
+        """(|L|, |A and L|, data) of beam formula L: data = Y = |A and L and c| (C,), or for
+        MMESH (bounds (3, C), X = 0 proven (C,), (lower, upper) bounds on Y (C,) each).
 
         MMESH bounds below `floor` (a score no candidate below can reach the beam with) may
         stay coarse. Memoised for the search (a formula that survives a round is expanded
@@ -199,8 +216,8 @@ class _Ctx:
                 il_img = self.il_per_image(f, region)
                 i_l = int(il_img.sum())
                 factor = self.factor(len(f) + 1)
-                bounds, disjoint = _estimates(self, region, areas, il_img, n_l, i_l, floor / factor)
-                data = (bounds * factor, disjoint | ~_may_meet(self.store, f))
+                bounds, disjoint, y_range = _estimates(self, region, areas, il_img, n_l, i_l, floor / factor)
+                data = (bounds * factor, disjoint | ~_may_meet(self.store, f), y_range)
             else:
                 al = bitmap_and(self.A, region.bitmap)
                 i_l, data = al.count(), self.store.counts(al)
@@ -328,19 +345,45 @@ def _estimates(ctx: _Ctx, region: Region, areas: np.ndarray, il_img: np.ndarray,
     amin = Imax + that bound keeps amin - Imax <= |F_n| - |A_n and F_n|.
     Concepts whose `_coarse` bounds are all below `floor` keep those (no per-pair terms);
     the others get the smaller of the two bounds.
+    Returns (bounds, X = 0 proven, (lower, upper) bounds on Y = |A and L and c|): per image,
+    Y_n >= |A_n and L_n| + |A_n and c_n| - |A_n| and Y_n <= min(|A_n and L_n|, |A_n and c_n|).
     """
     st, bm = ctx.store, region.bitmap
     coarse = _coarse(ctx, n_l, i_l)
     refine = coarse.max(axis=0) >= floor
-    terms = kernels.estimate_terms(bm.ids, st.img_ptr, st.img_pairs, st.pair_concept, refine, ctx.a_img, il_img,
-                                   ctx.ic_of(), areas, region.box, region.rect, st.area, st.box, st.rect,
-                                   st.shape[0] * st.shape[1])
+    concept, area, box, rect = st.by_image
+    terms = kernels.estimate_terms(bm.ids, st.img_ptr, concept, refine, ctx.a_img, il_img, ctx.ic_by_image(),
+                                   areas, region.box, region.rect, area, box, rect, st.shape[0] * st.shape[1])
     inter = np.stack([i_l + ctx.Z + terms[0], terms[2], i_l + terms[4]])
     size = np.stack([n_l + st.sizes + terms[1], terms[3], n_l + terms[5]])
     with np.errstate(invalid="ignore", divide="ignore"):
         fine = np.where(inter > 0, inter / (ctx.total + size - inter), 0.0)
     bounds = np.where(refine, np.minimum(fine, coarse), coarse)
-    return bounds, refine & (terms[6] == 0)  # boxes never overlap: |L and c| = 0, no count needed
+    y_range = (np.where(refine, -terms[4], 0), np.where(refine, terms[2], np.minimum(i_l, ctx.Z)))
+    return bounds, refine & (terms[6] == 0), y_range  # boxes never overlap: |L and c| = 0, no count needed
+
+
+def _x_bound(ctx: _Ctx, op: int, x: int, n_l: int, i_l: int, c: int, y_range) -> float:
+    """Upper bound on the IoU of `L op c` (op an index into OPS) when X = |L and c| is known:
+    |F| is then exact and only Y = |A and L and c| is open, between `y_range`'s per-image
+    bounds and these from totals: Y >= X minus L's (or c's) cells outside A, Y >= |A and L|
+    + Z_c - |A|, Y <= min(X, Z_c, |A and L|). The IoU is monotone in Y (rising for AND,
+    falling for OR and AND NOT), so its value at the matching end bounds it; in floating point
+    too, as both are one correctly rounded division of exact integers."""
+    z, size_c = int(ctx.Z[c]), int(ctx.store.sizes[c])
+    if OPS[op] == AND:
+        y = min(int(y_range[1][c]), x, z, i_l)
+    else:
+        y = max(int(y_range[0][c]), x - (n_l - i_l), x - (size_c - z), i_l + z - ctx.total, 0)
+    size = (n_l + size_c - x, x, n_l - x)[op]
+    inter = (i_l + z - y, y, i_l - y)[op]
+    return float(_iou(inter, size, ctx.total))
+
+
+def _loses(sel: _Selection, f: Formula, bound: float) -> bool:
+    """A candidate whose score is at most `bound` cannot enter the full selection: below its
+    worst, or equal and losing the tie-break to a shorter or lower-keyed formula."""
+    return sel.full and (-bound, len(f.key[0]), f.key) > rank(sel.entries[-1])
 
 
 def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
@@ -363,15 +406,17 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
             break
         left, cc = beam_entries[li[k]].formula, int(c[k])
         f = left.extend(OPS[op[k]], cc)
-        # a bound equal to the worst score still loses the tie-break to a shorter or
-        # lower-keyed formula: skipping it is exact
-        if sel.blocked(f) or (sel.full and (-bound[k], len(f.key[0]), f.key) > rank(sel.entries[-1])):
+        if sel.blocked(f) or _loses(sel, f, bound[k]):
             continue
         iou = ctx.known.get(f.key)
         if iou is None:  # an equivalent formula seen before has the same IoU: no need to count
-            n_l, i_l, (_, disjoint) = ctx.expansion(left, mmesh=True)
+            n_l, i_l, (_, disjoint, y_range) = ctx.expansion(left, mmesh=True)
             counted = not disjoint[cc]  # X = Y = 0 proven (boxes, co-occurrence): nothing to read
             if counted and (left.written, cc) not in ctx.xy:  # X and Y serve all three operators
+                x = ctx.cached_x(left, cc)  # X from an earlier search: |F| exact, a tighter bound
+                if x is not None and _loses(sel, f, _x_bound(ctx, op[k], x, n_l, i_l, cc, y_range)
+                                            * ctx.factor(len(f))):
+                    continue
                 region = regions[li[k]]  # Y from A and L reads fewer rows than from A and L apart
                 ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, region, ctx.al(left, region.bitmap))
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
