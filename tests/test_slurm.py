@@ -57,7 +57,7 @@ def slurm_run(cluster, tracking_server, tmp_path_factory):
     t0 = time.perf_counter()
     proc = run(wf, "timeout", "-s", "KILL", TIMEOUT_S, sys.executable, "-m", "snakemake",
                "--profile", PROFILE, "--configfile", "tiny.yaml",
-               # this cluster has no accounting database: squeue, kept honest by MinJobAge (300 s) >= 3 x 2 s
+               # this cluster has no accounting database: squeue, kept honest by MinJobAge (1200 s) >= 3 x 2 s
                "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
                "--seconds-between-status-checks", "1", "--latency-wait", "5",
                "--retries", "0",  # a failure shows at once instead of a second try

@@ -9,7 +9,7 @@ environment, so /etc/slurm/slurm.conf (the compiled-in path, where a real cluste
 while the cluster runs. It refuses to replace a real one there.
 
 No cgroups and no systemd: proctrack/linuxproc, task/none. No accounting database either, so `sacct` does not
-work: callers pass `--slurm-status-command squeue` to the Snakemake plugin, and MinJobAge (300 s) keeps finished
+work: callers pass `--slurm-status-command squeue` to the Snakemake plugin, and MinJobAge (1200 s) keeps finished
 jobs visible to squeue for longer than 3x the plugin's first status check. Every job that ends is written to the
 job-completion log (jobcomp/filetxt), which proves what went through sbatch.
 
@@ -34,7 +34,8 @@ from typing import Iterator
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "munged", "mungekey")
-MIN_JOB_AGE = 300  # seconds a finished job stays in squeue: >= 3x --slurm-init-seconds-before-status-checks
+MIN_JOB_AGE = 1200  # seconds a finished job stays in squeue: >= 3x the plugin's first status check, and > the
+# tests' kill timeout (900 s), so every job of a slow run is still there when the tests read squeue
 PARTITION = "nexplain"
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 PREFIX = "nexplain-slurm-"
