@@ -107,7 +107,7 @@ def _seek(ids, lo, n):
 def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner, inner_ids, width):
     """(|c and outer|, |c and inner|) over a concept's pairs (`rows`, `images` sorted, `c_box`),
     `inner` a subset of `outer` (whose boxes are `outer_box`); reads each of c's rows once,
-    only where outer is set and only the rows both boxes cover. An `inner` with no ids
+    only where outer is set and both boxes meet, and only the rows both cover. An `inner` with no ids
     costs nothing (its count is 0)."""
     x = y = 0
     i = j = 0  # merge positions in outer_ids, inner_ids: both walks go forward
@@ -120,8 +120,8 @@ def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner
             continue
         r0 = max(np.int64(c_box[q, 0]), np.int64(outer_box[i, 0]))
         r1 = min(np.int64(c_box[q, 2]), np.int64(outer_box[i, 2]))
-        if r1 <= r0:
-            continue
+        if r1 <= r0 or min(c_box[q, 3], outer_box[i, 3]) <= max(c_box[q, 1], outer_box[i, 1]):
+            continue  # the boxes do not meet
         w0, w1 = span(r0, r1, width)
         x += and_count_span(outer, i, bits, rows[q], w0, w1)
         j = _seek(inner_ids, j, n)
@@ -212,23 +212,27 @@ def estimate_terms(ids, img_ptr, concept, refine, a_img, il_img, ic, areas, box_
     for pos in range(len(ids)):
         n = ids[pos]
         a_n, il, a_l = np.int64(a_img[n]), np.int64(il_img[n]), np.int64(areas[pos])
+        fl = a_l - il  # cells of L outside A_n
+        l0, l1 = np.int64(box_l[pos, 0]), np.int64(box_l[pos, 1])
+        l2, l3 = np.int64(box_l[pos, 2]), np.int64(box_l[pos, 3])
+        rect_area = _overlap(rect_l, pos, rect_l, pos)
         for q in range(img_ptr[n], img_ptr[n + 1]):
             c = concept[q]
             if not refine[c]:
                 continue
             i_c, a_c = np.int64(ic[q]), np.int64(area_c[q])
-            ov_box = _overlap(box_l, pos, box_c, q)
-            fl, fc = a_l - il, a_c - i_c  # cells of L and of c outside A_n
+            c0, c1 = np.int64(box_c[q, 0]), np.int64(box_c[q, 1])
+            c2, c3 = np.int64(box_c[q, 2]), np.int64(box_c[q, 3])
+            ov_box = max(min(l2, c2) - max(l0, c0), 0) * max(min(l3, c3) - max(l1, c1), 0)
+            fc = a_c - i_c  # cells of c outside A_n
             shared_fp = min(fl, fc, ov_box)
             or_i = min(a_n, il + i_c)
             or_a = max(a_l, a_c, a_l + a_c - ov_box, or_i + fl + fc - shared_fp)
-            hull = ((np.int64(max(box_l[pos, 2], box_c[q, 2])) - min(box_l[pos, 0], box_c[q, 0]))
-                    * (np.int64(max(box_l[pos, 3], box_c[q, 3])) - min(box_l[pos, 1], box_c[q, 1])))
+            hull = (max(l2, c2) - min(l0, c0)) * (max(l3, c3) - min(l1, c1))
             and_i = min(il, i_c)
             and_a = max(_overlap(rect_l, pos, rect_c, q), a_l + a_c - hull, and_i + max(fl + fc - (cells - a_n), 0))
             not_i = min(il, a_n - i_c)
-            not_a = max(a_l - min(ov_box, a_c), _overlap(rect_l, pos, rect_l, pos) - _overlap(rect_l, pos, box_c, q),
-                        not_i + fl - shared_fp)
+            not_a = max(a_l - min(ov_box, a_c), rect_area - _overlap(rect_l, pos, box_c, q), not_i + fl - shared_fp)
             terms[0, c] += or_i - il - i_c
             terms[1, c] += or_a - a_l - a_c
             terms[2, c] += and_i

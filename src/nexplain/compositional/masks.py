@@ -132,6 +132,13 @@ def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
     return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
+def region_and(a: Bitmap, r: Region) -> Region:
+    """a AND r as a Region: r's boxes bound it too; its all-ones rectangles are left empty."""
+    ids, rows, _, ib = _and_rows(a, r.bitmap)
+    box = r.box[ib]
+    return Region(Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), box, np.zeros_like(box))
+
+
 def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
     """a AND NOT b, over a's images."""
     ids, rows, _ = _andnot_rows(a, b)

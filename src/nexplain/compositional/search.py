@@ -46,7 +46,7 @@ import numpy as np
 
 from nexplain.compositional import kernels
 from nexplain.compositional.formulas import AND, OPS, OR, Formula, leaf
-from nexplain.compositional.masks import Bitmap, ConceptStore, Region, bitmap_and, combine
+from nexplain.compositional.masks import Bitmap, ConceptStore, Region, bitmap_and, combine, region_and
 
 
 class Scored(NamedTuple):
@@ -95,7 +95,9 @@ class SearchCache:
     """Unit-independent work reused across units: X = |L and c| per canonical key of L
     (possibly partial: a `known` mask), and formula regions per written form."""
 
-    def __init__(self, count_bytes: int = 64 << 20, region_bytes: int = 256 << 20):
+    # regions: room for the OR formulas of frequent concepts that recur across clusters and
+    # units (80 MB each at Broden size); at 256 MB they were rebuilt twice as often
+    def __init__(self, count_bytes: int = 64 << 20, region_bytes: int = 512 << 20):
         self.counts, self.regions = _LRU(count_bytes), _LRU(region_bytes)
         self._store = None
 
@@ -166,7 +168,7 @@ class _Ctx:
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
         return hit[0]
 
-    def xy_counts(self, f: Formula, c: int, region: Region, al: Bitmap) -> tuple[int, int]:
+    def xy_counts(self, f: Formula, c: int, region: Region, al: Region) -> tuple[int, int]:
         """(X, Y) = (|L and c|, |A and L and c|) for one concept; `region` = L's, `al` = A and L.
         X is unit-independent and cached; a miss counts both from one read of c's rows.
         Y <= min(X, Z_c, |A and L|): where one of them is 0, Y = 0 needs no read."""
@@ -174,11 +176,11 @@ class _Ctx:
         if hit is None:
             hit = (np.zeros(self.store.n_concepts, np.int64), np.zeros(self.store.n_concepts, bool))
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
-        y_open = self.Z[c] > 0 and len(al.ids) > 0
-        if hit[1][c]:
+        y_open = self.Z[c] > 0 and len(al.bitmap.ids) > 0
+        if hit[1][c]:  # Y alone: c's rows within the boxes of A and L (L's)
             x = int(hit[0][c])
-            return x, self.store.concept_count(c, al) if x and y_open else 0
-        x, y = self.store.nested_counts(c, region, al if y_open else None)
+            return x, self.store.nested_counts(c, al)[0] if x and y_open else 0
+        x, y = self.store.nested_counts(c, region, al.bitmap if y_open else None)
         hit[0][c], hit[1][c] = x, True
         return x, y
 
@@ -224,11 +226,11 @@ class _Ctx:
             hit = self.memo[f.written] = (n_l, i_l, data)
         return hit
 
-    def al(self, f: Formula, bm: Bitmap) -> Bitmap:
-        """A and L for L = f with mask `bm`, shared by the bounds and the counts of a round."""
+    def al(self, f: Formula, region: Region) -> Region:
+        """A and L for L = f (L's `region`), shared by the bounds and the counts of a round."""
         hit = self.als.get(f.written)
         if hit is None:
-            hit = self.als[f.written] = bitmap_and(self.A, bm)
+            hit = self.als[f.written] = region_and(self.A, region)
         return hit
 
     def il_per_image(self, f: Formula, region: Region) -> np.ndarray:
@@ -239,7 +241,7 @@ class _Ctx:
             lo, hi = self.store.ptr[c], self.store.ptr[c + 1]
             out[self.store.pair_image[lo:hi]] = self.ic_of(np.arange(lo, hi))
         else:
-            al = self.al(f, region.bitmap)
+            al = self.al(f, region).bitmap
             out[al.ids] = al.per_image()
         return out
 
@@ -418,7 +420,7 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
                                             * ctx.factor(len(f))):
                     continue
                 region = regions[li[k]]  # Y from A and L reads fewer rows than from A and L apart
-                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, region, ctx.al(left, region.bitmap))
+                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, region, ctx.al(left, region))
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
             size = (n_l + int(st.sizes[cc]) - x, x, n_l - x)[op[k]]
             inter = (i_l + int(ctx.Z[cc]) - y, y, i_l - y)[op[k]]
