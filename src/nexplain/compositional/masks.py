@@ -161,8 +161,8 @@ def _or(a: Bitmap, b: Bitmap) -> tuple[Bitmap, np.ndarray, np.ndarray]:
 
 def intersect_counts(a: Bitmap, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
     """(image ids, |a_n and b_n|) over the images both list (zeros included)."""
-    ia, ib = match_sorted(a.ids, b.ids)
-    return a.ids[ia], popcount_rows(a.rows[ia] & b.rows[ib])
+    ia, ib = kernels.matches(a.ids, b.ids)
+    return a.ids[ia], kernels.and_popcounts(kernels.words(a.rows), kernels.words(b.rows), ia, ib)
 
 
 # --- per-image geometry: boxes and all-ones rectangles, (r0, c0, r1, c1) half-open ---
@@ -452,13 +452,6 @@ class ConceptStore:
 
     # --- all concepts at once ---
 
-    def pairs_in_images(self, ids: np.ndarray) -> np.ndarray:
-        """Sorted indices of all pairs whose image is in `ids` (concept-major: sequential reads)."""
-        starts, ends = self.img_ptr[ids], self.img_ptr[np.asarray(ids) + 1]
-        lens = ends - starts
-        first = np.repeat(starts - np.cumsum(lens) + lens, lens)
-        return np.sort(self.img_pairs[first + np.arange(lens.sum())])
-
     def pair_counts(self, b: Bitmap) -> tuple[np.ndarray, np.ndarray]:
         """(pairs, |b_n and c_n|) for every pair whose image b lists: one pass over supp(b)."""
         return self.pair_counts_many([b])[0]
@@ -468,12 +461,17 @@ class ConceptStore:
         (the K cluster ranges of a unit: each row of bits.u8 is read once, not K times)."""
         if not bitmaps:
             return []
-        pairs = self.pairs_in_images(np.unique(np.concatenate([b.ids for b in bitmaps])))
+        ids = np.unique(np.concatenate([b.ids for b in bitmaps]))
         where = np.stack([self.positions(b.ids) for b in bitmaps])
         rows = tuple(kernels.words(b.rows) for b in bitmaps)
-        counts = kernels.pair_counts(self.words, self.pair_row, self.box, pairs, self.pair_image, rows, where,
-                                     self.shape[1])
-        return [(pairs[n >= 0], n[n >= 0]) for n in counts]
+        counts = np.full((len(bitmaps), len(self.pair_image)), -1, np.int32)  # a count is at most H x W
+        kernels.pair_counts(self.words, self.pair_row, self.box, self.img_pairs, self.img_ptr, ids, rows, where,
+                            self.shape[1], counts)
+        out = []
+        for n in counts:
+            pairs = np.flatnonzero(n >= 0)  # sorted pair ids
+            out.append((pairs, n[pairs].astype(np.int64)))
+        return out
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """(N,) lookup: position of image n in sorted `ids`, -1 if absent (a gather beats a search)."""

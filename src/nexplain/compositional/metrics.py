@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from nexplain.compositional.masks import Bitmap, popcount_rows
+from nexplain.compositional.masks import Bitmap, intersect_counts
 
 METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage",
            "explanation_coverage")
@@ -27,9 +27,7 @@ def explanation_metrics(a: Bitmap, label: Bitmap) -> dict:
         raise ValueError(f"bitmaps differ: {a.n_images} images of {a.shape} vs "
                          f"{label.n_images} images of {label.shape}")
     a_cells, l_cells = a.per_image(), label.per_image()
-    # Only images both list can intersect; ids are sorted and unique in a Bitmap.
-    _, ia, il = np.intersect1d(a.ids, label.ids, assume_unique=True, return_indices=True)
-    inter = popcount_rows(a.rows[ia] & label.rows[il])
+    _, inter = intersect_counts(a, label)  # only images both list can intersect
     n_inter, n_a, n_l = int(inter.sum()), int(a_cells.sum()), int(l_cells.sum())
     hit = int(np.count_nonzero(inter))
     # Bitmaps keep no empty rows, but count non-empty ones anyway to be safe.
