@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from nexplain.compositional import bitmaps as nbm  # noqa: E402
 from nexplain.compositional.formulas import evaluate, to_str  # noqa: E402
-from nexplain.compositional.masks import ConceptStore, popcount_rows, reuse_freed_memory  # noqa: E402
+from nexplain.compositional.masks import ConceptStore, popcount_rows  # noqa: E402
 from nexplain.compositional.metrics import explanation_metrics  # noqa: E402
 from nexplain.compositional.search import SearchCache, beam_search, mmesh_search  # noqa: E402
 from nexplain.compositional.store import open_store  # noqa: E402
@@ -332,7 +332,6 @@ def explain_unit(job):
 
 def _init(store):
     torch.set_num_threads(1)
-    reuse_freed_memory()  # as nexplain.compositional.explain's workers do
     import sklearn.cluster  # noqa: F401  (imported lazily by fit_clusters: once per worker, not per unit)
     # a fresh cache, as in a pipeline worker (the parent never searches before it forks)
     _G.update(store=store, cache=SearchCache().bind(store))

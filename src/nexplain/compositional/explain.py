@@ -23,7 +23,7 @@ from nexplain import tables
 from nexplain.activations.read import read_meta, read_unit_maps
 from nexplain.compositional import bitmaps, exact, formulas, search
 from nexplain.compositional.atoms import atoms_of
-from nexplain.compositional.masks import Bitmap, reuse_freed_memory
+from nexplain.compositional.masks import Bitmap
 from nexplain.compositional.metrics import explanation_metrics
 from nexplain.compositional.store import open_store
 from nexplain.errors import ConfigError, DataError
@@ -79,7 +79,6 @@ def _init_worker(maps_path, store, names, settings):
     import torch
 
     torch.set_num_threads(1)
-    reuse_freed_memory()
     _W.update(maps=maps_path, store=store, names=names, s=settings, cache=search.default_cache(store))
 
 

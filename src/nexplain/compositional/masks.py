@@ -12,8 +12,6 @@ concept masks with per-(concept, image) statistics and an image-major index.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,24 +61,6 @@ class Bitmap:
 
     def count(self) -> int:
         return int(self.per_image().sum())
-
-
-def reuse_freed_memory() -> bool:
-    """Have glibc keep freed row sets for reuse instead of unmapping them; once per process.
-
-    A search makes and drops row sets of up to 100 MB many times a second (A and L, OR
-    regions). glibc maps every block over 32 MB afresh and unmaps it when freed, and the page
-    faults of a fresh 80 MB block took 10-200 ms on the 2-core machine, 1-20x the AND that
-    fills it. With blocks up to 1 GiB taken from the heap and no trimming, a freed block is
-    reused; the peak stays that of the live blocks. Returns False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, INT_MAX = -1, -3, 2**31 - 1  # mallopt takes C ints
-    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, INT_MAX))
 
 
 GATHER_BYTES = 1 << 20  # packed rows per gather chunk: fits in L2 beside its temporaries
