@@ -220,7 +220,7 @@ def estimate_terms(ids, img_ptr, concept, refine, a_img, il_img, ic, areas, box_
     with `areas`, `box_l`, `rect_l`) and their pairs, skipping concepts not to `refine`.
     The per-pair arrays (`concept`, `ic`, `area_c`, `box_c`, `rect_c`) are in image-major
     order (image n's pairs at img_ptr[n]:img_ptr[n + 1]), so the walk streams through them."""
-    terms = np.zeros((len(refine), 7), np.int64)  # a concept's 7 terms in one cache line
+    terms = np.zeros((len(refine), 7), np.int64)  # a concept's 7 terms side by side: one cache line or two
     for pos in range(len(ids)):
         n = ids[pos]
         a_n, il, a_l = np.int64(a_img[n]), np.int64(il_img[n]), np.int64(areas[pos])
