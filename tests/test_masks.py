@@ -5,7 +5,8 @@ import pytest
 
 from broden_fixture import CONCEPT_NUMBERS, IMAGE_LEVEL_NUMBERS, IMAGES, SH, SW, write_broden_fixture
 from nexplain.compositional.masks import (AND, AND_NOT, OR, Bitmap, ConceptStore, Region, bitmap_and,
-                                          bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry)
+                                          bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry,
+                                          region_and)
 from nexplain.data.broden import open_broden
 from nexplain.data.concepts import PackedMasks, build_concept_tables
 
@@ -178,6 +179,20 @@ def test_combined_geometry_stays_valid(world):
             reg, dense = combine(reg, op, st.region(c)), ops[op](dense, masks[c])
             check_geometry(reg, dense)
             np.testing.assert_array_equal(reg.bitmap.to_dense(), dense)
+
+
+def test_region_and_keeps_valid_boxes(world):
+    masks, _, st = world
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        c = int(rng.integers(0, len(masks)))
+        a = rng.random(masks[c].shape) < 0.4
+        got = region_and(Bitmap.from_dense(a), st.region(c))
+        check_geometry(got, a & masks[c])  # the region's boxes bound A and c too
+        np.testing.assert_array_equal(got.bitmap.to_dense(), a & masks[c])
+        # the Y-only count of the search: c's rows read within these boxes
+        for other in range(len(masks)):
+            assert st.nested_counts(other, got)[0] == (a & masks[c] & masks[other]).sum()
 
 
 def test_store_from_packed_broden(tmp_path):
