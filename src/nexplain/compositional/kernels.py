@@ -203,11 +203,17 @@ def andnot_rows(a, b, ia, ib, out):
 
 
 @njit(**JIT)
+def _meet(p0, p1, p2, p3, q0, q1, q2, q3):
+    """Area of the intersection of rectangles (p0, p1, p2, p3) and (q0, q1, q2, q3), each
+    (r0, c0, r1, c1) half-open, given as int64 (int16 boxes would overflow)."""
+    return max(min(p2, q2) - max(p0, q0), 0) * max(min(p3, q3) - max(p1, q1), 0)
+
+
+@njit(**JIT)
 def _overlap(p, i, q, j):
     """Area of the intersection of rectangles p[i] and q[j], (r0, c0, r1, c1) half-open."""
-    h = np.int64(min(p[i, 2], q[j, 2])) - max(p[i, 0], q[j, 0])  # int64: int16 boxes never overflow
-    w = np.int64(min(p[i, 3], q[j, 3])) - max(p[i, 1], q[j, 1])
-    return max(h, 0) * max(w, 0)
+    return _meet(np.int64(p[i, 0]), np.int64(p[i, 1]), np.int64(p[i, 2]), np.int64(p[i, 3]),
+                 np.int64(q[j, 0]), np.int64(q[j, 1]), np.int64(q[j, 2]), np.int64(q[j, 3]))
 
 
 @njit(**JIT)
@@ -235,7 +241,7 @@ def estimate_terms(ids, img_ptr, concept, refine, a_img, il_img, ic, areas, box_
             i_c, a_c = np.int64(ic[q]), np.int64(area_c[q])
             c0, c1 = np.int64(box_c[q, 0]), np.int64(box_c[q, 1])
             c2, c3 = np.int64(box_c[q, 2]), np.int64(box_c[q, 3])
-            ov_box = max(min(l2, c2) - max(l0, c0), 0) * max(min(l3, c3) - max(l1, c1), 0)
+            ov_box = _meet(l0, l1, l2, l3, c0, c1, c2, c3)
             fc = a_c - i_c  # cells of c outside A_n
             shared_fp = min(fl, fc, ov_box)
             or_i = min(a_n, il + i_c)
