@@ -3,7 +3,7 @@
 On the same pre-built batches (no PNG decoding), for each ResNet-18 layer:
   - bare forward, full network
   - bare forward stopped at the layer (the least any extraction must do)
-  - our extraction: hook + summary Parquet + spill + maps Parquet
+  - our extraction: hook + summary and maps Parquet, written as the batches come
 and the ratio extraction / bare (target >= 0.9 of the stopped forward); the stopped
 forward and the extraction of a layer run in turn, --repeats times: the ratio of their
 best times, and the median of the ratios of each pair.
@@ -31,15 +31,17 @@ def best_of(repeats, fn) -> float:
     return min(best_of_each(repeats, fn)[0])
 
 
-def best_of_each(repeats, *fns) -> list[list[float]]:
+def best_of_each(repeats, *fns, between=None) -> list[list[float]]:
     """Each of `fns` timed `repeats` times, in turn (a, b, a, b, ...), so that a slow spell
-    of a shared machine falls on both sides of a ratio."""
+    of a shared machine falls on both sides of a ratio; `between()` runs untimed after each."""
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
             start = time.perf_counter()
             fn()
             t.append(time.perf_counter() - start)
+            if between:
+                between()
     return times
 
 
@@ -93,7 +95,13 @@ def main() -> None:
                 extract_batches(model, layer, batches, n, Path(tmp, f"{layer}_{r}_s.parquet"), written[-1],
                                 metadata={"model": "bench"})
 
-            stopped, extract = best_of_each(args.repeats, lambda: forward(layer), extract_fresh)
+            def drop_older():  # so that the kernel's writeback of earlier files doesn't slow later timings
+                for path in written[:-1]:
+                    path.unlink(missing_ok=True)
+                    path.with_name(path.name.replace("_m.", "_s.")).unlink(missing_ok=True)
+
+            stopped, extract = best_of_each(args.repeats, lambda: forward(layer), extract_fresh,
+                                            between=drop_older)
             pairs = statistics.median(s / e for s, e in zip(stopped, extract))
             stopped, extract = min(stopped), min(extract)
             print(f"{layer:8} {n / stopped:8.1f} img/s {n / extract:7.1f} img/s "

@@ -17,7 +17,6 @@ rule activations:
         reader=lambda wc: reader_kind(wc.dataset),
         compute=compute("activations"),
         reduce=EXTRACT["reduce"],
-        units_per_row_group=EXTRACT["units_per_row_group"],
         max_row_group_mb=EXTRACT["max_row_group_mb"],
         threads=config["threads"],
         code=code("activations"),

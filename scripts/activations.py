@@ -15,7 +15,7 @@ def main(snakemake):
         load_model(man["spec"]), open_dataset(p.reader, snakemake.input.root), w.layer,
         snakemake.output.summary, snakemake.output.maps,
         batch_size=compute.batch_size, threads=p.threads, reduce=p.reduce, compute=compute,
-        units_per_row_group=p.units_per_row_group, max_row_group_bytes=int(p.max_row_group_mb * 2**20),
+        max_row_group_bytes=int(p.max_row_group_mb * 2**20),
         metadata={"model": w.model, "dataset": w.dataset, "weights_sha256": man["weights_sha256"]})
 
 

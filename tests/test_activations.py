@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -8,8 +9,8 @@ import torch
 from PIL import Image
 
 from nexplain.activations.activations import extract_activations, extract_batches
-from nexplain.activations.read import (read_all_maps, read_meta, read_peaks, read_summary, read_unit_maps,
-                                      unit_columns)
+from nexplain.activations.read import (MAP_ENCODING, read_all_maps, read_meta, read_peaks, read_summary,
+                                      read_unit_maps, unit_columns)
 from nexplain.data.images import ImageTable, load_image
 from nexplain.errors import ConfigError, DataError, ModelError
 from clip_fixture import register_tiny_clip
@@ -80,14 +81,14 @@ def test_resnet_layer_matches_direct_forward(resnet, table, tmp_path):
     assert values.dtype == np.float32 and values.shape == (N, 128)
     assert close(values, ref.mean((2, 3)))
     assert close(all_maps(m), ref)
-    assert read_meta(m) == smeta | {"layout": "unit_major", "map_encoding": "float32 little-endian, row-major h x w"}
+    assert read_meta(m) == smeta | {"map_encoding": MAP_ENCODING} and smeta["layout"] == "image_major"
     assert {k: meta[k] for k in ("model", "layer", "dataset", "n_images", "n_units", "map_height",
                                  "map_width", "dtype", "reduce")} == {
         "model": "tiny", "layer": "layer2", "dataset": "pngs", "n_images": N, "n_units": 128,
         "map_height": 4, "map_width": 4, "dtype": "float32", "reduce": "mean"}
-    assert read_meta(m)["layout"] == "unit_major"
-    names = pq.read_schema(s).names
-    assert names[:3] == ["image_id", "u0000", "u0001"] and len(names) == 129
+    for path in (s, m):
+        names = pq.read_schema(path).names
+        assert names[:3] == ["image_id", "u0000", "u0001"] and len(names) == 129
     _, values_max, _ = read_summary(extract(resnet, table, "layer2", tmp_path, "max", reduce="max")[0])
     assert close(values_max, ref.amax((2, 3)))
 
@@ -108,45 +109,43 @@ def test_vit_blocks_match_direct_forward(vit, table, tmp_path):
         assert close(all_maps(m), patches)
 
 
-def test_maps_of_float_list_tables_still_read(resnet, table, tmp_path):
-    """Tables written before the binary map column (float lists) read to the same maps."""
-    _, m, _ = extract(resnet, table, "layer3", tmp_path)
+def test_maps_of_another_layout_are_refused(resnet, table, tmp_path):
+    """A table of another layout (the unit-major one of earlier versions) or a summary
+    passed as maps: a clear error naming the file and the fix, not wrong maps."""
+    s, m, _ = extract(resnet, table, "layer3", tmp_path)
     t = pq.read_table(m)
-    h, w = read_meta(m)["map_height"], read_meta(m)["map_width"]
-    floats = pa.array(np.frombuffer(t.column("map").combine_chunks().buffers()[1], "<f4"))
-    lists = t.set_column(2, "map", pa.FixedSizeListArray.from_arrays(floats, h * w))
-    old = tmp_path / "lists.parquet"
-    pq.write_table(lists, old, row_group_size=len(t) // 4)
-    for unit in (0, 77, 255):
-        ids_new, new_maps = read_unit_maps(m, unit)
-        ids_old, old_maps = read_unit_maps(old, unit)
-        assert np.array_equal(ids_new, ids_old) and np.array_equal(new_maps, old_maps)
-    assert np.array_equal(read_all_maps(m)[1], read_all_maps(old)[1])
+    meta = read_meta(m) | {"layout": "unit_major"}
+    old = tmp_path / "old.parquet"
+    pq.write_table(t.replace_schema_metadata({b"nexplain": json.dumps(meta).encode()}), old)
+    for path in (old, s):
+        for read in (lambda p: read_unit_maps(p, 0), read_all_maps, read_peaks):
+            with pytest.raises(DataError, match=f"{path.name} is not a maps table.*rerun its activations rule"):
+                read(path)
 
 
-def test_maps_sorted_and_row_groups(resnet, table, tmp_path):
-    _, m, _ = extract(resnet, table, "layer4", tmp_path, units_per_row_group=64)
+def test_maps_columns_and_row_groups(resnet, table, tmp_path):
+    # 3 images per row group (the batches hold 4): groups of 3, 3, 3 and 1
+    _, m, _ = extract(resnet, table, "layer4", tmp_path, max_row_group_bytes=3 * 4 * (512 + 1))
     pf = pq.ParquetFile(m)
-    assert pf.num_row_groups == 512 // 64
-    t = pq.read_table(m)
-    units, ids = t.column("unit").to_numpy(), t.column("image_id").to_numpy()
-    assert np.array_equal(np.lexsort((ids, units)), np.arange(len(units)))
-    assert t.schema.field("map").type == pa.binary(4)  # one float32 per 1 x 1 map
-    assert pf.metadata.row_group(0).column(2).compression == "UNCOMPRESSED"
-    ids7, maps7 = read_unit_maps(m, 77)
+    assert [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)] == [3, 3, 3, 1]
+    assert pf.schema_arrow.names == ["image_id"] + unit_columns(512)
+    assert {pf.schema_arrow.field(n).type for n in unit_columns(512)} == {pa.binary(4)}  # one float32 per 1 x 1 map
+    assert pf.metadata.row_group(0).column(78).compression == "UNCOMPRESSED"
+    assert pf.metadata.row_group(0).column(0).statistics.has_min_max  # image_id: readers may skip groups
     ref = direct(resnet, table, "layer4")
-    assert close(maps7, ref[:, 77])
-    # A row group smaller than one unit splits the unit across several row groups.
-    _, m2, _ = extract(resnet, table, "layer1", tmp_path, "split", max_row_group_bytes=3 * (64 * 4 + 8))
-    pf2 = pq.ParquetFile(m2)
-    assert pf2.num_row_groups == 64 * 4  # 10 images per unit in groups of 3
-    assert max(pf2.metadata.row_group(g).num_rows for g in range(pf2.num_row_groups)) == 3
-    assert close(read_unit_maps(m2, 5)[1], direct(resnet, table, "layer1")[:, 5])
+    ids77, maps77 = read_unit_maps(m, 77)
+    assert np.array_equal(ids77, np.arange(N)) and close(maps77, ref[:, 77])
+    assert np.array_equal(all_maps(m).numpy(), read_all_maps(m)[1])
+    some = [7, 2, 4, 7]
+    ids, maps = read_all_maps(m, some)
+    assert ids.tolist() == [2, 4, 7] and close(maps, ref[[2, 4, 7]])
+    with pytest.raises(DataError, match="2 of the 3 image ids asked for are not in the table"):
+        read_all_maps(m, [3, 11, 12])
 
 
 def test_peaks_are_the_spatial_max_of_every_map(resnet, table, tmp_path):
-    # row groups of 3 rows: each unit's maps span several groups (the first holds 3 of the 10 images)
-    _, m, _ = extract(resnet, table, "layer1", tmp_path, "peaks", max_row_group_bytes=3 * (64 * 4 + 8))
+    # row groups of 3 images: every unit's maps span 4 of them
+    _, m, _ = extract(resnet, table, "layer1", tmp_path, "peaks", max_row_group_bytes=3 * 4 * (64 * 64 + 1))
     ids, peaks = read_peaks(m)
     assert np.array_equal(ids, np.arange(N)) and peaks.shape == (N, 64)
     assert np.array_equal(peaks, all_maps(m).amax((2, 3)).numpy())
@@ -160,28 +159,25 @@ def test_deterministic_bytes(resnet, table, tmp_path):
         assert hashlib.sha256(x.read_bytes()).digest() == hashlib.sha256(y.read_bytes()).digest()
 
 
-@pytest.mark.parametrize("in_memory", [True, False])
-def test_uneven_batches_fill_the_spill(resnet, tmp_path, monkeypatch, in_memory):
-    # Batches of 2, 5 and 3 images land at their offsets in the unit-major spill (in memory,
-    # or the file on disk past SPILL_IN_MEMORY); NCHW; ids with gaps; the same bytes either way.
-    import nexplain.activations.activations as extraction
-
+def test_uneven_batches_give_the_same_bytes(resnet, tmp_path):
+    # Batches of 2, 5 and 3 images (NCHW, ids with gaps) into row groups of 4 images: the
+    # same tables as one batch of 10, and the maps of a plain forward pass.
     x = torch.randn(10, 3, 32, 32)
     ids = torch.arange(0, 30, 3)
-    cuts = [0, 2, 7, 10]
-    batches = [(x[a:b], ids[a:b]) for a, b in zip(cuts, cuts[1:])]
-    s, m = tmp_path / "s.parquet", tmp_path / "m.parquet"
-    monkeypatch.setattr(extraction, "SPILL_IN_MEMORY", 1 << 30 if in_memory else 0)
-    extract_batches(resnet.module, "layer2", batches, 10, s, m)
+    outputs = []
+    for cuts in ([0, 2, 7, 10], [0, 10]):
+        batches = [(x[a:b], ids[a:b]) for a, b in zip(cuts, cuts[1:])]
+        s, m = tmp_path / f"s{len(cuts)}.parquet", tmp_path / f"m{len(cuts)}.parquet"
+        extract_batches(resnet.module, "layer2", batches, 10, s, m, max_row_group_bytes=4 * 4 * (128 * 16 + 1))
+        outputs.append((s.read_bytes(), m.read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert pq.ParquetFile(m).metadata.num_row_groups == 3
     with torch.inference_mode(), Trace(resnet.module, "layer2", stop=True) as t:
         resnet.module(x)
     got_ids, maps = read_all_maps(m)
     assert np.array_equal(got_ids, ids.numpy())
     assert close(maps, t.output.float())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "s.parquet"]  # spill removed
-    monkeypatch.setattr(extraction, "SPILL_IN_MEMORY", 0 if in_memory else 1 << 30)
-    extract_batches(resnet.module, "layer2", batches, 10, tmp_path / "s2.parquet", tmp_path / "m2.parquet")
-    assert m.read_bytes() == (tmp_path / "m2.parquet").read_bytes()
+    assert close(read_summary(s)[1], t.output.float().mean((2, 3)))
 
 
 def test_failures_leave_nothing_behind(resnet, tmp_path):
@@ -195,7 +191,9 @@ def test_failures_leave_nothing_behind(resnet, tmp_path):
         extract_batches(resnet.module, "layer1", batches, 4, s, m, reduce="median")
     with pytest.raises(ConfigError, match="cls"):
         extract_batches(resnet.module, "layer1", batches, 4, s, m, reduce="cls")
-    assert list(tmp_path.iterdir()) == []  # no outputs, temp files or spill
+    with pytest.raises(DataError, match="strictly increasing"):
+        extract_batches(resnet.module, "layer1", batches + [(torch.randn(2, 3, 32, 32), torch.tensor([3, 4]))], 6, s, m)
+    assert list(tmp_path.iterdir()) == []  # no outputs or temp files
     extract_batches(resnet.module, "fc", batches, 4, s, m)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "s.parquet"]
     assert read_meta(m)["map_height"] == 1

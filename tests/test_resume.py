@@ -35,7 +35,7 @@ def test_stale_locks_and_temporaries_go_only_when_no_other_run_is_alive(tmp_path
     (locks / "0.input.lock").write_text("x")
     results = tmp_path / "results" / "a"
     results.mkdir(parents=True)
-    orphans = [results / ".maps.parquet.spill.k2j_x9ab.tmp", results / ".summary.parquet.abcdefgh.tmp"]
+    orphans = [results / ".maps.parquet.k2j_x9ab.tmp", results / ".summary.parquet.abcdefgh.tmp"]
     for o in orphans:
         o.write_bytes(b"partial")
     (results / ".world.q1w2e3r4.tmp").mkdir()  # an atomic_dir's

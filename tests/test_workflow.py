@@ -93,7 +93,7 @@ def test_param_change_reruns_only_that_rule_and_downstream(workflow):
     tiny = workflow / "tiny.yaml"
     original = tiny.read_text()
     try:
-        tiny.write_text(original.replace("units_per_row_group: 8", "units_per_row_group: 4"))
+        tiny.write_text(original.replace("max_row_group_mb: 64", "max_row_group_mb: 32"))
         assert _scheduled(workflow) == {"activations": 2, **EXPLAIN_JOBS, **LINEAR_JOBS, **CAUSAL_JOBS, **LATE_JOBS,
                                         "all": 1}
         tiny.write_text(original.replace("epochs: 1,", "epochs: 3,"))  # the world model's (VLMs train 2 or 12)

@@ -1,26 +1,23 @@
 """Extract one layer's activations on one dataset into two Parquet files.
 
-- summary: one row per image, `image_id` + one float32 column per unit (`u0000`, ...),
-  the unit's spatial mean (ViT: CLS token on the tower's last block, token mean elsewhere).
-- maps: one row per (unit, image), sorted by unit then image_id, with the unit's
-  h x w map as one fixed-size binary value (float32 little-endian, row-major), stored
-  uncompressed; a few units per row group, so one unit is read cheaply.
+Both are image-major, written batch by batch as the forward pass runs, with one column
+per unit (`u0000`, ...):
+- summary: `image_id` + one float32 per unit, the unit's spatial mean (ViT: CLS token on
+  the tower's last block, token mean elsewhere).
+- maps: `image_id` + each unit's h x w map as one fixed-size binary value (float32
+  little-endian, row-major), uncompressed, so one unit is one column: a reader of one
+  unit reads only that column's chunks.
 
-The forward pass is image-major but the maps file is unit-major. The transpose
-goes through a (units, images, h*w) float32 spill: each batch writes its per-unit
-blocks at their final offsets, then the Parquet is written row group by row group
-from it. The spill is an array in memory up to `SPILL_IN_MEMORY` bytes (the write then
-copies nothing) and a raw file on disk beyond, so memory stays bounded whatever the
-number of images.
+Row groups hold a fixed number of images (from `max_row_group_bytes`, not from the
+batch size), so the same images give the same bytes whatever the batching. A full row
+group is written on a second thread while the forward pass goes on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -30,33 +27,26 @@ import torch
 from tqdm import tqdm
 
 from nexplain.activations.hooks import Trace, get_layer
-from nexplain.activations.read import META_KEY, unit_columns
+from nexplain.activations.read import MAP_ENCODING, MAPS_LAYOUT, META_KEY, SUMMARY_LAYOUT, unit_columns
 from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
 from nexplain.errors import ConfigError, DataError, ModelError
 from nexplain.io import atomic_path
 
 REDUCES = ("auto", "mean", "cls", "max")
-SUMMARY_LAYOUT = "image_major"   # one row per image, one column per unit
-MAPS_LAYOUT = "unit_major"       # one row per (unit, image), sorted by unit then image_id
-# zstd level 1 compresses float maps about as well as the default level 3 (ratio ~1.6
+# zstd level 1 compresses float summaries about as well as the default level 3 (ratio ~1.6
 # vs ~1.7) at twice the speed; big write batches halve the per-page overhead.
-_PARQUET = dict(compression="zstd", compression_level=1, use_dictionary=False,
-                write_batch_size=1 << 18)
-# The maps table is written after the last image, so its write is all overhead: a map as
-# one fixed-size binary value, uncompressed, is copied as is (a float list would cost
-# Parquet levels per float, and zstd ~4x the copy), at ~1.6x the bytes of zstd's.
-_MAPS_PARQUET = {**_PARQUET, "compression": {"unit": "zstd", "image_id": "zstd", "map": "none"},
-                 "compression_level": {"unit": 1, "image_id": 1}}
-MAP_ENCODING = "float32 little-endian, row-major h x w"
-SPILL_IN_MEMORY = 1 << 30  # bytes of maps kept in memory; a larger layer spills to disk
+_SUMMARY_PARQUET = dict(compression="zstd", compression_level=1, use_dictionary=False,
+                        write_batch_size=1 << 18)
+# Maps are most of the bytes: stored as is, a write is one copy (zstd costs ~4x that).
+_MAPS_PARQUET = dict(compression="none", use_dictionary=False, write_batch_size=1 << 18)
 
 
 def extract_activations(model, table: ImageTable, layer: str, summary_path, maps_path, *,
                         batch_size: int = 64, threads: int = 2, reduce: str = "auto",
-                        max_row_group_bytes: int = 64 << 20, units_per_row_group: int = 8,
-                        metadata: dict | None = None, progress: bool = True,
-                        num_workers: int = 1, compute: Compute | None = None) -> dict:
+                        max_row_group_bytes: int = 64 << 20, metadata: dict | None = None,
+                        progress: bool = True, num_workers: int = 1,
+                        compute: Compute | None = None) -> dict:
     """Run `model` (a LoadedModel) over every image of `table`, stopping at `layer`, on
     `compute`'s device (default: the CPU).
 
@@ -72,15 +62,15 @@ def extract_activations(model, table: ImageTable, layer: str, summary_path, maps
         **compute.loader_options(num_workers if len(dataset) > batch_size else 0))
     return extract_batches(
         model.module, layer, loader, len(dataset), summary_path, maps_path, reduce=reduce,
-        max_row_group_bytes=max_row_group_bytes, units_per_row_group=units_per_row_group,
-        metadata=metadata, progress=progress, channels_last=True, compute=compute)
+        max_row_group_bytes=max_row_group_bytes, metadata=metadata, progress=progress,
+        channels_last=True, compute=compute)
 
 
 def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_images: int,
                     summary_path, maps_path, *, reduce: str = "auto",
-                    max_row_group_bytes: int = 64 << 20, units_per_row_group: int = 8,
-                    metadata: dict | None = None, progress: bool = False,
-                    channels_last: bool = False, compute: Compute | None = None) -> dict:
+                    max_row_group_bytes: int = 64 << 20, metadata: dict | None = None,
+                    progress: bool = False, channels_last: bool = False,
+                    compute: Compute | None = None) -> dict:
     """The extraction core over ready-made `(images, image_ids)` batches, ids ascending.
 
     `channels_last` converts each image batch to that memory format (use it with a
@@ -92,43 +82,38 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
     if n_images < 1:
         raise DataError("no images to extract activations from")
     module.eval()
-    maps_path = Path(maps_path)
-    maps_path.parent.mkdir(parents=True, exist_ok=True)
-    summary = spill = None
-    try:
-        with atomic_path(summary_path) as summary_tmp:
-            ids = np.empty(n_images, dtype=np.int32)
-            done = 0
-            for layout, batch_ids, values, maps in _layer_outputs(
+    with atomic_path(summary_path) as summary_tmp, atomic_path(maps_path) as maps_tmp:
+        writers = []
+        try:
+            done, last_id = 0, None
+            for layout, ids, values, maps in _layer_outputs(
                     module, layer, batches, reduce, channels_last, progress, compute or Compute()):
-                n = len(values)
+                n = len(ids)
                 if done + n > n_images:
                     raise DataError(f"got more than the {n_images} images announced")
-                ids[done:done + n] = batch_ids
-                if summary is None:
+                if np.any(np.diff(ids) <= 0) or (last_id is not None and ids[0] <= last_id):
+                    raise DataError("image ids must come in strictly increasing order")
+                if not writers:
                     meta = layout.meta(layer, n_images, reduce, metadata)
-                    summary = _SummaryWriter(summary_tmp, layout.n_units, meta, max_row_group_bytes)
-                    spill = _Spill(layout.n_units, n_images, layout.height * layout.width, maps_path)
-                summary.write(ids[done:done + n], values)
-                spill.put(maps, done)
-                done += n
+                    writers = [_summary_writer(summary_tmp, layout, meta, n_images, max_row_group_bytes),
+                               _maps_writer(maps_tmp, layout, meta, n_images, max_row_group_bytes)]
+                writers[0].write(ids, values.T[:, :, None])
+                writers[1].write(ids, maps)
+                del values, maps  # so the next forward reuses this batch's memory: new pages cost faults
+                done, last_id = done + n, ids[-1]
             if done != n_images:
                 raise DataError(f"extracted {done} images, expected {n_images}")
-            if np.any(np.diff(ids) <= 0):
-                raise DataError("image ids must come in strictly increasing order")
-            summary.close()
-            with atomic_path(maps_path) as maps_tmp:
-                _write_maps(maps_tmp, spill, ids, layout, meta, max_row_group_bytes, units_per_row_group)
-        return meta
-    finally:
-        if summary is not None:
-            summary.close(flush=False)  # no-op after a normal close
-        if spill is not None:
-            spill.close()
+            for writer in writers:
+                writer.close()
+        finally:
+            for writer in writers:
+                writer.close(flush=False)  # no-op after a normal close
+    return meta
 
 
 def _layer_outputs(module, layer, batches, reduce, channels_last, progress, compute):
-    """Yield (layout, image_ids, summary (B, U) array, maps (B, U, h*w) CPU tensor) per batch."""
+    """Yield (layout, image_ids, summary (B, U), maps (U, B, h*w)) per batch, as CPU tensors
+    (maps a strided view on the CPU)."""
     layout = None
     for images, ids in tqdm(batches, desc=f"extract {layer}", disable=not progress):
         images = compute.to(images)
@@ -142,7 +127,11 @@ def _layer_outputs(module, layer, batches, reduce, channels_last, progress, comp
             if layout is None:
                 layout = _Layout.of(module, layer, trace.output, reduce)
             values, maps = layout.split(trace.output)
-        yield layout, np.asarray(ids, dtype=np.int32), values.cpu().numpy(), maps.cpu()
+            maps = maps.transpose(0, 1)
+            if maps.device.type != "cpu":
+                maps = maps.contiguous()  # transposed on the device; one plain copy to the host
+        yield layout, np.asarray(ids, dtype=np.int32), values.cpu(), maps.cpu()
+        del trace, values, maps
 
 
 class _Layout:
@@ -222,115 +211,99 @@ def _is_last_block(module, layer) -> bool:
 
 # --- writing ------------------------------------------------------------------
 
-def _schema_meta(meta: dict, layout: str) -> dict:
-    return {META_KEY: json.dumps({**meta, "layout": layout}, sort_keys=True).encode()}
+def _schema(meta: dict, layout: str, value_type, nullable=True) -> pa.Schema:
+    fields = [pa.field("image_id", pa.int32(), nullable)]
+    fields += [pa.field(name, value_type, nullable) for name in unit_columns(meta["n_units"])]
+    return pa.schema(fields, metadata={META_KEY: json.dumps({**meta, "layout": layout}, sort_keys=True).encode()})
 
 
-class _SummaryWriter:
-    """Streams summary rows into row groups of a fixed row count (not batch-dependent)."""
+def _rows_per_group(n_images, row_bytes, max_bytes) -> int:
+    return max(1, min(n_images, max_bytes // row_bytes))
 
-    def __init__(self, path, n_units, meta, max_row_group_bytes):
-        self.names = unit_columns(n_units)
-        fields = [pa.field("image_id", pa.int32())] + [pa.field(n, pa.float32()) for n in self.names]
-        self.schema = pa.schema(fields, metadata=_schema_meta(meta, SUMMARY_LAYOUT))
-        self.writer = pq.ParquetWriter(path, self.schema, **_PARQUET)
-        self.rows = max(1, max_row_group_bytes // (4 * (n_units + 1)))
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self.n_pending = 0
 
-    def write(self, ids, values):
-        self.pending.append((ids.copy(), values))
-        self.n_pending += len(ids)
-        while self.n_pending >= self.rows:
-            self._flush(self.rows)
+def _summary_writer(path, layout, meta, n_images, max_bytes):
+    schema = _schema(meta, SUMMARY_LAYOUT, pa.float32())
+    rows = _rows_per_group(n_images, 4 * (layout.n_units + 1), max_bytes)
+    return _ColumnWriter(pq.ParquetWriter(path, schema, **_SUMMARY_PARQUET), schema, rows, 1)
 
-    def close(self, flush=True):
+
+def _maps_writer(path, layout, meta, n_images, max_bytes):
+    hw = layout.height * layout.width
+    # Required (non-null) fields skip Parquet's definition levels: the write takes 0.6x the time.
+    schema = _schema({**meta, "map_encoding": MAP_ENCODING}, MAPS_LAYOUT, pa.binary(4 * hw), nullable=False)
+    rows = _rows_per_group(n_images, 4 * (layout.n_units * hw + 1), max_bytes)
+    # Statistics on image_id let readers skip row groups; on the maps they only cost time.
+    writer = pq.ParquetWriter(path, schema, write_statistics=["image_id"],
+                              sorting_columns=[pq.SortingColumn(0)], **_MAPS_PARQUET)
+    return _ColumnWriter(writer, schema, rows, hw)
+
+
+class _ColumnWriter:
+    """Streams one value of `width` float32s per (image, unit) into row groups of `rows`
+    images. The pending rows sit unit-major in a (units, rows, width) buffer, so each
+    unit's column is written straight from it, without another copy. A full buffer is
+    written on a second thread while a spare one fills: on a GPU the CPU is otherwise idle
+    during the forward pass (on 2 busy CPU cores it gains little)."""
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, rows: int, width: int):
+        self.writer, self.schema = writer, schema
+        self.types = [f.type for f in schema][1:]
+        self.spare = None
+        self.ids = np.empty(rows, np.int32)
+        self.buffer = np.empty((len(self.types), rows, width), np.float32)
+        self.filled = 0
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="parquet")
+        self.writing = None  # the row group on the thread
+
+    def write(self, ids: np.ndarray, block: torch.Tensor) -> None:
+        """A batch's ids (B,) and values (units, B, width), any strides."""
+        start = 0
+        while start < len(ids):
+            take = min(len(ids) - start, len(self.ids) - self.filled)
+            stop, at = start + take, self.filled
+            self.ids[at:at + take] = ids[start:stop]
+            _copy(torch.from_numpy(self.buffer[:, at:at + take]), block[:, start:stop])
+            self.filled, start = at + take, stop
+            if self.filled == len(self.ids):
+                self._flush()
+
+    def close(self, flush=True) -> None:
         if self.writer is None:
             return
-        if flush and self.n_pending:
-            self._flush(self.n_pending)
-        self.writer.close()
-        self.writer = None
+        try:
+            if flush:
+                if self.filled:
+                    self._flush()
+                self._wait()
+        finally:
+            self.thread.shutdown()  # after an error: waits for a write in flight, ignores its outcome
+            self.writer.close()
+            self.writer = None
 
-    def _flush(self, rows):
-        ids = np.concatenate([i for i, _ in self.pending])
-        values = np.concatenate([v for _, v in self.pending])
-        columns = [pa.array(ids[:rows])] + [pa.array(values[:rows, k]) for k in range(values.shape[1])]
-        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=rows)
-        self.pending = [(ids[rows:], values[rows:])] if rows < len(ids) else []
-        self.n_pending = len(ids) - rows
+    def _flush(self) -> None:
+        n = self.filled
+        columns = [pa.array(self.ids[:n])]
+        columns += [pa.Array.from_buffers(t, n, [None, pa.py_buffer(self.buffer[u, :n])])
+                    for u, t in enumerate(self.types)]
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self._wait()  # the spare buffer is free again
+        self.writing = self.thread.submit(self.writer.write_table, table, row_group_size=n)
+        if self.spare is None:
+            self.spare = (np.empty_like(self.ids), np.empty_like(self.buffer))
+        (self.ids, self.buffer), self.spare = self.spare, (self.ids, self.buffer)
+        self.filled = 0
 
-
-class _Spill:
-    """The maps of every image, unit-major: a (U, N, hw) float32 array in memory, or a raw
-    file of that layout beside `near` (on disk, not on a RAM-backed /tmp) when larger than
-    SPILL_IN_MEMORY."""
-
-    def __init__(self, n_units: int, n_images: int, hw: int, near: Path):
-        self.shape = (n_units, n_images, hw)
-        self.array = self.fd = None
-        if 4 * n_units * n_images * hw <= SPILL_IN_MEMORY:
-            self.array = np.empty(self.shape, np.float32)
-        else:
-            self.fd, self.path = tempfile.mkstemp(prefix=f".{near.name}.spill.", suffix=".tmp", dir=near.parent)
-
-    def put(self, maps: torch.Tensor, start: int) -> None:
-        """A batch's (B, U, hw) maps, images start..start+B."""
-        if self.array is not None:  # one strided copy straight into place
-            torch.from_numpy(self.array[:, start:start + len(maps)]).copy_(maps.transpose(0, 1))
-            return
-        blocks = maps.transpose(0, 1).contiguous().numpy()  # (U, B, hw): one block per unit
-        _, n, hw = self.shape
-        for u in range(len(blocks)):
-            os.pwrite(self.fd, blocks[u], (u * n + start) * hw * 4)
-
-    def block(self, u0: int, u1: int, r0: int, r1: int):
-        """Units u0..u1, images r0..r1 as one buffer: whole units, or rows of one unit."""
-        if self.array is not None:
-            return self.array[u0:u1, r0:r1]
-        _, n, hw = self.shape
-        offset = (u0 * n + r0) * hw if u1 - u0 == 1 else u0 * n * hw
-        count = (u1 - u0) * (r1 - r0) * hw
-        raw = os.pread(self.fd, count * 4, offset * 4)
-        if len(raw) != count * 4:
-            raise DataError(f"spill file {self.path} is short")
-        return raw
-
-    def close(self) -> None:
-        self.array = None
-        if self.fd is not None:
-            os.close(self.fd)
-            os.unlink(self.path)
-            self.fd = None
+    def _wait(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
 
 
-def _row_groups(n_units, n_images, hw, max_bytes, units_per_group):
-    """(unit_start, unit_stop, row_start, row_stop) per row group, each <= max_bytes."""
-    row_bytes = hw * 4 + 8  # map + unit + image_id
-    unit_bytes = n_images * row_bytes
-    if unit_bytes <= max_bytes:
-        k = max(1, min(units_per_group, max_bytes // unit_bytes))
-        return [(u, min(u + k, n_units), 0, n_images) for u in range(0, n_units, k)]
-    rows = max(1, max_bytes // row_bytes)  # one unit is too big: split it by images
-    return [(u, u + 1, r, min(r + rows, n_images))
-            for u in range(n_units) for r in range(0, n_images, rows)]
-
-
-def _write_maps(path, spill: _Spill, ids, layout, meta, max_bytes, units_per_group):
-    n, hw = len(ids), layout.height * layout.width
-    map_type = pa.binary(hw * 4)
-    schema = pa.schema([pa.field("unit", pa.int32()), pa.field("image_id", pa.int32()),
-                        pa.field("map", map_type)],
-                       metadata=_schema_meta({**meta, "map_encoding": MAP_ENCODING}, MAPS_LAYOUT))
-    # Statistics on unit/image_id let readers skip row groups; on map they only cost time.
-    with pq.ParquetWriter(path, schema, write_statistics=["unit", "image_id"],
-                          sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
-                          **_MAPS_PARQUET) as writer:
-        for u0, u1, r0, r1 in _row_groups(layout.n_units, n, hw, max_bytes, units_per_group):
-            rows = r1 - r0
-            maps = pa.FixedSizeBinaryArray.from_buffers(map_type, (u1 - u0) * rows,
-                                                        [None, pa.py_buffer(spill.block(u0, u1, r0, r1))])
-            units = np.repeat(np.arange(u0, u1, dtype=np.int32), rows)
-            image_ids = np.tile(ids[r0:r1], u1 - u0)
-            table = pa.Table.from_arrays([pa.array(units), pa.array(image_ids), maps], schema=schema)
-            writer.write_table(table, row_group_size=len(table))
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """dst[:] = src, both (units, images, width). Out of channels_last (units innermost), an
+    image at a time: torch copies that 2-D transpose in tiles, 2.5x faster than one 3-D copy."""
+    if src.stride(0) < src.stride(2):
+        for k in range(src.shape[1]):
+            dst[:, k].copy_(src[:, k])
+    else:
+        dst.copy_(src)
