@@ -17,7 +17,7 @@ and keeps the others' figures from benchmarks/out/scale/stages/):
   ResNet-50 (random weights, 224 px) full forward pass (2 threads, channels_last, batch 32).
 - extract_layer4 / extract_layer3: `nexplain.activations.activations`: the forward pass stopped at the
   layer (per batch best of `--repeats`); the writing alone (`extract_batches` fed the layer's
-  real outputs through an identity module: hooks, summary, spill, unit-major maps Parquet; best
+  real outputs through an identity module: hooks, summary and maps Parquet; best
   of `--repeats`); `extract_activations` end to end (Broden reader, DataLoader decode, as the
   rule calls it; once); on `--forward-images` images.
 - concepts: `nexplain.data.concepts.build_concept_tables` on the sample (as the `concepts` rule).
@@ -288,7 +288,7 @@ def stage_extract(a, layer: str) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     # the writing alone: extract_batches over the layer's real outputs through an identity module
-    # named like the layer (hook, summary, spill, unit-major maps Parquet; no forward pass)
+    # named like the layer (hook, summary and maps Parquet; no forward pass)
     ident = torch.nn.Sequential(collections.OrderedDict([(layer, torch.nn.Identity())]))
     t_write = float("inf")
     for _ in range(a.repeats):
@@ -610,7 +610,7 @@ def project(a, r: dict) -> list[dict]:
         ext_nodes += node
         add(f"activations {layer} (ResNet-50, 224 px)", key, N * e["extract_s_per_img"], node,
             f"GPU forward = this CPU's stopped forward ({e['stopped_fwd_s_per_img']:.3f} s/img) / {k:.0f}; decode "
-            f"/ {W} workers; hooks + spill + Parquet writing ({write * 1e3:.1f} ms/img, measured alone) stay serial "
+            f"/ {W} workers; hooks + Parquet writing ({write * 1e3:.1f} ms/img, measured alone) stay serial "
             f"on the CPU; 1 job per layer", group="extract")
     c = r["concepts"]
     add("concept tables (build_concept_tables)", "concepts", N * c["s_per_img"], N * c["s_per_img"],
@@ -681,9 +681,7 @@ def project(a, r: dict) -> list[dict]:
     e3, e4 = r["extract_layer3"], r["extract_layer4"]
     n_val, n_test = round(SPLIT[1] * N), round(SPLIT[2] * N)
     r["full_size_gb"] = {  # what the stages hold at 63,305 images (computed, not measured)
-        "extract_layer4_spill_disk": N * e4["n_units"] * e4["map_hw"] * 4 / 1e9,
         "extract_layer4_maps_parquet_disk": N * e4["maps_bytes_per_img"] / 1e9,
-        "extract_layer3_spill_disk": N * e3["n_units"] * e3["map_hw"] * 4 / 1e9,
         "extract_layer3_maps_parquet_disk": N * e3["maps_bytes_per_img"] / 1e9,
         "pure_read_peaks_layer4_ram": N * e4["n_units"] * 4 / 1e9,  # each unit's max per image (read_peaks)
         "pure_decoded_image_cache_ram_max": min(U4 * PURE_TOP, N) * 3 * 224 * 224 * 4 / 1e9,

@@ -30,6 +30,10 @@ def read_meta(path) -> dict:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"cannot read activations file {path}: {e}") from None
+    return _meta(path, schema)
+
+
+def _meta(path, schema: pa.Schema) -> dict:
     if not schema.metadata or META_KEY not in schema.metadata:
         raise DataError(f"{path} is not a nexplain activations file (no `nexplain` metadata)")
     return json.loads(schema.metadata[META_KEY])
@@ -48,13 +52,16 @@ def read_summary(path):
 
 def read_unit_maps(path, unit: int):
     """(image_ids (n,) int32, maps (n, h, w) float32) of one unit: its column only."""
-    meta = read_maps_meta(path)
+    pf, meta = open_maps(path)
     if not 0 <= unit < meta["n_units"]:
         raise DataError(f"{path}: unit {unit} out of range 0..{meta['n_units'] - 1}")
-    name = unit_columns(meta["n_units"])[unit]
-    table = pq.read_table(path, columns=["image_id", name])
-    maps = map_values(table.column(name), meta["map_height"], meta["map_width"]).copy()
-    return table.column("image_id").to_numpy().copy(), maps
+    h, w = meta["map_height"], meta["map_width"]
+    table = pf.read(columns=["image_id", unit_columns(meta["n_units"])[unit]])
+    maps, at = np.empty((table.num_rows, h, w), np.float32), 0
+    for chunk in table.column(1).chunks:  # one per row group: copied once, into place
+        maps[at:at + len(chunk)] = map_values(chunk, h, w)
+        at += len(chunk)
+    return table.column(0).to_numpy().copy(), maps
 
 
 def read_all_maps(path, image_ids=None):
@@ -69,19 +76,22 @@ def read_peaks(path):
     return _image_major(path, None, peak=True)
 
 
-def read_maps_meta(path) -> dict:
-    """`read_meta` of a maps file, refusing any other table."""
-    meta = read_meta(path)
+def open_maps(path) -> tuple[pq.ParquetFile, dict]:
+    """A maps table's ParquetFile and metadata (its footer parsed once), refusing any other table."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"cannot read activations file {path}: {e}") from None
+    meta = _meta(path, pf.schema_arrow)
     if meta.get("layout") != MAPS_LAYOUT or meta.get("map_encoding") != MAP_ENCODING:
         raise DataError(f"{path} is not a maps table of this nexplain (layout {meta.get('layout')!r}, "
                         f"map encoding {meta.get('map_encoding')!r}; expected {MAPS_LAYOUT!r}, "
                         f"{MAP_ENCODING!r}); rerun its activations rule to rewrite it")
-    return meta
+    return pf, meta
 
 
 def _image_major(path, image_ids, peak: bool):
-    meta = read_maps_meta(path)
-    pf = pq.ParquetFile(path)
+    pf, meta = open_maps(path)
     h, w, n_units = meta["map_height"], meta["map_width"], meta["n_units"]
     all_ids = pf.read(columns=["image_id"]).column(0).to_numpy()
     keep = np.ones(len(all_ids), bool)
