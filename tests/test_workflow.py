@@ -50,7 +50,7 @@ def test_end_to_end_outputs(workflow):
         summary = pq.read_table(r / f"resnet18_world/world/{layer}/activations/summary.parquet")
         assert summary.num_rows == 60 and summary.num_columns == units + 1
         maps = pq.ParquetFile(r / f"resnet18_world/world/{layer}/activations/maps.parquet")
-        assert maps.metadata.num_rows == 60 * units
+        assert maps.metadata.num_rows == 60 and maps.metadata.num_columns == units + 1  # image_id + a map per unit
 
 
 def test_specialization_follows_the_training_from_its_random_init(workflow):

@@ -116,7 +116,7 @@ def _image_major(path, image_ids, peak: bool):
     return all_ids[keep].copy(), out
 
 
-def map_values(column: pa.ChunkedArray, h: int, w: int) -> np.ndarray:
+def map_values(column: pa.ChunkedArray | pa.Array, h: int, w: int) -> np.ndarray:
     """(n, h, w) float32 view of a maps table's unit column (fixed-size binary values of
     little-endian float32)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
