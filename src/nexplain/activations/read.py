@@ -26,11 +26,14 @@ def unit_columns(n_units: int) -> list[str]:
 
 def read_meta(path) -> dict:
     """The `nexplain` metadata of a summary or maps file."""
+    return _meta(path, _parquet_file(path).schema_arrow)
+
+
+def _parquet_file(path) -> pq.ParquetFile:
     try:
-        schema = pq.read_schema(path)
+        return pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"cannot read activations file {path}: {e}") from None
-    return _meta(path, schema)
 
 
 def _meta(path, schema: pa.Schema) -> dict:
@@ -78,10 +81,7 @@ def read_peaks(path):
 
 def open_maps(path) -> tuple[pq.ParquetFile, dict]:
     """A maps table's ParquetFile and metadata (its footer parsed once), refusing any other table."""
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"cannot read activations file {path}: {e}") from None
+    pf = _parquet_file(path)
     meta = _meta(path, pf.schema_arrow)
     if meta.get("layout") != MAPS_LAYOUT or meta.get("map_encoding") != MAP_ENCODING:
         raise DataError(f"{path} is not a maps table of this nexplain (layout {meta.get('layout')!r}, "
