@@ -6,18 +6,17 @@ per unit (`u0000`, ...):
   the tower's last block, token mean elsewhere).
 - maps: `image_id` + each unit's h x w map as one fixed-size binary value (float32
   little-endian, row-major), uncompressed, so one unit is one column: a reader of one
-  unit reads only that column's chunks.
+  unit reads only that column's chunks. Each batch goes straight to its place in the file
+  (`nexplain.activations.parquet`).
 
 Row groups hold a fixed number of images (from `max_row_group_bytes`, not from the
-batch size), so the same images give the same bytes whatever the batching. A full row
-group is written on a second thread while the forward pass goes on.
+batch size), so the same images give the same bytes whatever the batching.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from nexplain.activations.hooks import Trace, get_layer
+from nexplain.activations.parquet import MapsParquetWriter
 from nexplain.activations.read import MAP_ENCODING, MAPS_LAYOUT, META_KEY, SUMMARY_LAYOUT, unit_columns
 from nexplain.compute import Compute
 from nexplain.data.images import ImageDataset, ImageTable
@@ -38,8 +38,6 @@ REDUCES = ("auto", "mean", "cls", "max")
 # vs ~1.7) at twice the speed; big write batches halve the per-page overhead.
 _SUMMARY_PARQUET = dict(compression="zstd", compression_level=1, use_dictionary=False,
                         write_batch_size=1 << 18)
-# Maps are most of the bytes: stored as is, a write is one copy (zstd costs ~4x that).
-_MAPS_PARQUET = dict(compression="none", use_dictionary=False, write_batch_size=1 << 18)
 
 
 def extract_activations(model, table: ImageTable, layer: str, summary_path, maps_path, *,
@@ -97,7 +95,7 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
                     meta = layout.meta(layer, n_images, reduce, metadata)
                     writers = [_summary_writer(summary_tmp, layout, meta, n_images, max_row_group_bytes),
                                _maps_writer(maps_tmp, layout, meta, n_images, max_row_group_bytes)]
-                writers[0].write(ids, values.T[:, :, None])
+                writers[0].write(ids, values.T)
                 writers[1].write(ids, maps)
                 del values, maps  # so the next forward reuses this batch's memory: new pages cost faults
                 done, last_id = done + n, ids[-1]
@@ -107,7 +105,7 @@ def extract_batches(module: torch.nn.Module, layer: str, batches: Iterable, n_im
                 writer.close()
         finally:
             for writer in writers:
-                writer.close(flush=False)  # no-op after a normal close
+                writer.abort()  # no-op after a normal close
     return meta
 
 
@@ -211,10 +209,14 @@ def _is_last_block(module, layer) -> bool:
 
 # --- writing ------------------------------------------------------------------
 
-def _schema(meta: dict, layout: str, value_type, nullable=True) -> pa.Schema:
-    fields = [pa.field("image_id", pa.int32(), nullable)]
-    fields += [pa.field(name, value_type, nullable) for name in unit_columns(meta["n_units"])]
-    return pa.schema(fields, metadata={META_KEY: json.dumps({**meta, "layout": layout}, sort_keys=True).encode()})
+def _schema(meta: dict, layout: str) -> pa.Schema:
+    fields = [pa.field("image_id", pa.int32())]
+    fields += [pa.field(name, pa.float32()) for name in unit_columns(meta["n_units"])]
+    return pa.schema(fields, metadata={META_KEY: _meta_json(meta, layout)})
+
+
+def _meta_json(meta: dict, layout: str) -> bytes:
+    return json.dumps({**meta, "layout": layout}, sort_keys=True).encode()
 
 
 def _rows_per_group(n_images, row_bytes, max_bytes) -> int:
@@ -222,88 +224,53 @@ def _rows_per_group(n_images, row_bytes, max_bytes) -> int:
 
 
 def _summary_writer(path, layout, meta, n_images, max_bytes):
-    schema = _schema(meta, SUMMARY_LAYOUT, pa.float32())
+    schema = _schema(meta, SUMMARY_LAYOUT)
     rows = _rows_per_group(n_images, 4 * (layout.n_units + 1), max_bytes)
-    return _ColumnWriter(pq.ParquetWriter(path, schema, **_SUMMARY_PARQUET), schema, rows, 1)
+    return _SummaryWriter(pq.ParquetWriter(path, schema, **_SUMMARY_PARQUET), schema, rows)
 
 
 def _maps_writer(path, layout, meta, n_images, max_bytes):
     hw = layout.height * layout.width
-    # Required (non-null) fields skip Parquet's definition levels: the write takes 0.6x the time.
-    schema = _schema({**meta, "map_encoding": MAP_ENCODING}, MAPS_LAYOUT, pa.binary(4 * hw), nullable=False)
     rows = _rows_per_group(n_images, 4 * (layout.n_units * hw + 1), max_bytes)
-    # Statistics on image_id let readers skip row groups; on the maps they only cost time.
-    writer = pq.ParquetWriter(path, schema, write_statistics=["image_id"],
-                              sorting_columns=[pq.SortingColumn(0)], **_MAPS_PARQUET)
-    return _ColumnWriter(writer, schema, rows, hw)
+    meta_json = _meta_json({**meta, "map_encoding": MAP_ENCODING}, MAPS_LAYOUT)
+    return MapsParquetWriter(path, unit_columns(layout.n_units), 4 * hw, n_images, rows,
+                             {META_KEY.decode(): meta_json.decode()})
 
 
-class _ColumnWriter:
-    """Streams one value of `width` float32s per (image, unit) into row groups of `rows`
-    images. The pending rows sit unit-major in a (units, rows, width) buffer, so each
-    unit's column is written straight from it, without another copy. A full buffer is
-    written on a second thread while a spare one fills: on a GPU the CPU is otherwise idle
-    during the forward pass (on 2 busy CPU cores it gains little)."""
+class _SummaryWriter:
+    """Streams one float32 per (image, unit) into row groups of `rows` images, gathered
+    unit-major so that each unit's column is written straight from the buffer."""
 
-    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, rows: int, width: int):
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, rows: int):
         self.writer, self.schema = writer, schema
-        self.types = [f.type for f in schema][1:]
-        self.spare = None
         self.ids = np.empty(rows, np.int32)
-        self.buffer = np.empty((len(self.types), rows, width), np.float32)
+        self.buffer = np.empty((len(schema) - 1, rows), np.float32)
         self.filled = 0
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="parquet")
-        self.writing = None  # the row group on the thread
 
     def write(self, ids: np.ndarray, block: torch.Tensor) -> None:
-        """A batch's ids (B,) and values (units, B, width), any strides."""
+        """A batch's ids (B,) and values (units, B)."""
         start = 0
         while start < len(ids):
             take = min(len(ids) - start, len(self.ids) - self.filled)
             stop, at = start + take, self.filled
             self.ids[at:at + take] = ids[start:stop]
-            _copy(torch.from_numpy(self.buffer[:, at:at + take]), block[:, start:stop])
+            self.buffer[:, at:at + take] = block[:, start:stop].numpy()
             self.filled, start = at + take, stop
             if self.filled == len(self.ids):
                 self._flush()
 
-    def close(self, flush=True) -> None:
-        if self.writer is None:
-            return
-        try:
-            if flush:
-                if self.filled:
-                    self._flush()
-                self._wait()
-        finally:
-            self.thread.shutdown()  # after an error: waits for a write in flight, ignores its outcome
+    def close(self) -> None:
+        if self.filled:
+            self._flush()
+        self.abort()
+
+    def abort(self) -> None:
+        if self.writer is not None:
             self.writer.close()
             self.writer = None
 
     def _flush(self) -> None:
         n = self.filled
-        columns = [pa.array(self.ids[:n])]
-        columns += [pa.Array.from_buffers(t, n, [None, pa.py_buffer(self.buffer[u, :n])])
-                    for u, t in enumerate(self.types)]
-        table = pa.Table.from_arrays(columns, schema=self.schema)
-        self._wait()  # the spare buffer is free again
-        self.writing = self.thread.submit(self.writer.write_table, table, row_group_size=n)
-        if self.spare is None:
-            self.spare = (np.empty_like(self.ids), np.empty_like(self.buffer))
-        (self.ids, self.buffer), self.spare = self.spare, (self.ids, self.buffer)
+        columns = [pa.array(self.ids[:n])] + [pa.array(self.buffer[u, :n]) for u in range(len(self.buffer))]
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=n)
         self.filled = 0
-
-    def _wait(self) -> None:
-        if self.writing is not None:
-            writing, self.writing = self.writing, None
-            writing.result()
-
-
-def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """dst[:] = src, both (units, images, width). Out of channels_last (units innermost), an
-    image at a time: torch copies that 2-D transpose in tiles, 2.5x faster than one 3-D copy."""
-    if src.stride(0) < src.stride(2):
-        for k in range(src.shape[1]):
-            dst[:, k].copy_(src[:, k])
-    else:
-        dst.copy_(src)
