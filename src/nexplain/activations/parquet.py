@@ -119,11 +119,11 @@ class MapsParquetWriter:
                 os.pwrite(self.fd, data, int(start) + len(head) + row * width)
 
     def _contiguous(self, block) -> np.ndarray:
-        """block (columns, B, width) as a C-contiguous float32 array: as is when it already
-        is one, else copied into a reused tile (so no fresh memory per batch)."""
+        """block (columns, B, width) as a float32 array whose [u] are C-contiguous: as is when
+        they already are, else copied into a reused tile (so no fresh memory per batch)."""
         import torch  # only writers have torch; readers of this module need not
 
-        if block.is_contiguous():
+        if block.stride(2) == 1 and block.stride(1) == block.shape[2]:
             return block.numpy()
         n = block.shape[1]
         if self.tile is None or self.tile.shape[1] < n:
