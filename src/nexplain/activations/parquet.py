@@ -12,6 +12,7 @@ Only the little of the Thrift compact protocol that a page header and footer nee
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
@@ -93,7 +94,7 @@ class MapsParquetWriter:
         self.written = 0
         self.tile = None
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.pwrite(self.fd, b"PAR1", 0)
+        _pwrite(self.fd, [b"PAR1"], 0)
 
     def write(self, ids: np.ndarray, block) -> None:
         start = 0
@@ -110,13 +111,12 @@ class MapsParquetWriter:
         self.id_range[g] = [ids[0] if first else self.id_range[g][0], ids[-1]]
         values = self._contiguous(block)
         chunks = [(ids, 4)] + [(values[u], self.value_bytes) for u in range(len(self.columns))]
-        header = {4: _page_header(rows, 4 * rows), self.value_bytes: _page_header(rows, self.value_bytes * rows)}
         for start, (data, width) in zip(self.starts[g], chunks):
-            head = header[width]
+            head = _page_header(rows, width * rows)
             if first:  # the page header goes in front of the chunk's first rows
-                os.pwritev(self.fd, [head, data], int(start))
+                _pwrite(self.fd, [head, data], int(start))
             else:
-                os.pwrite(self.fd, data, int(start) + len(head) + row * width)
+                _pwrite(self.fd, [data], int(start) + len(head) + row * width)
 
     def _contiguous(self, block) -> np.ndarray:
         """block (columns, B, width) as a float32 array whose [u] are C-contiguous: as is when
@@ -137,7 +137,7 @@ class MapsParquetWriter:
         if self.written != self.n_rows:
             raise ValueError(f"wrote {self.written} rows of the {self.n_rows} announced")
         footer = self._footer()
-        os.pwrite(self.fd, footer + struct.pack("<I", len(footer)) + b"PAR1", self.footer_at)
+        _pwrite(self.fd, [footer, struct.pack("<I", len(footer)), b"PAR1"], self.footer_at)
         self.abort()
 
     def abort(self) -> None:
@@ -175,6 +175,13 @@ class MapsParquetWriter:
         return _struct((1, _I32, 2), (2, _LIST, (_STRUCT, schema)), (3, _I64, self.n_rows),
                        (4, _LIST, (_STRUCT, groups)), (5, _LIST, (_STRUCT, key_values)),
                        (6, _BINARY, CREATED_BY), (7, _LIST, (_STRUCT, [type_order] * len(names))))
+
+
+def _pwrite(fd: int, parts: list, offset: int) -> None:
+    want = sum(memoryview(part).nbytes for part in parts)
+    done = os.pwritev(fd, parts, offset)
+    if done != want:  # a regular file writes short only when the disk is full
+        raise OSError(errno.ENOSPC, f"wrote {done} of {want} bytes at offset {offset}: disk full?")
 
 
 def _copy_units_major(dst, src) -> None:
