@@ -154,12 +154,13 @@ class MapsParquetWriter:
         groups = []
         for g, rows in enumerate(self.groups):
             chunks, total = [], 0
+            low, high = (struct.pack("<i", v) for v in self.id_range[g])
+            id_stats = _struct((1, _BINARY, high), (2, _BINARY, low), (3, _I64, 0),  # 1, 2: for old readers
+                               (5, _BINARY, high), (6, _BINARY, low))
             for k, name in enumerate(names):
                 width = 4 if k == 0 else self.value_bytes
                 size = len(_page_header(rows, width * rows)) + width * rows
-                low, high = self.id_range[g]
-                stats = _struct((3, _I64, 0), (5, _BINARY, struct.pack("<i", high)),
-                                (6, _BINARY, struct.pack("<i", low))) if k == 0 else None
+                stats = id_stats if k == 0 else None
                 meta = _struct((1, _I32, _INT32 if k == 0 else _FIXED_LEN_BYTE_ARRAY),
                                (2, _LIST, (_I32, [_RLE, _PLAIN])), (3, _LIST, (_BINARY, [name])),
                                (4, _I32, _UNCOMPRESSED), (5, _I64, rows), (6, _I64, size), (7, _I64, size),
