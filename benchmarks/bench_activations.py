@@ -6,7 +6,9 @@ On the same pre-built batches (no PNG decoding), for each ResNet-18 layer:
   - our extraction: hook + summary and maps Parquet, written as the batches come
 and the ratio extraction / bare (target >= 0.9 of the stopped forward); the stopped
 forward and the extraction of a layer run in turn, --repeats times: the ratio of their
-best times, and the median of the ratios of each pair.
+best times, and the median of the ratios of each pair. The extraction keeps the memory that
+tensors free (`nexplain.compute.keep_freed_memory`, process-wide), so every forward here
+runs so too (`--default-malloc`: not the bare ones before the first extraction).
 
     python benchmarks/bench_activations.py [--images 512] [--size 112] [--threads 2]
 """
@@ -24,6 +26,7 @@ import torchvision
 
 from nexplain.activations.activations import extract_batches
 from nexplain.activations.hooks import Trace
+from nexplain.compute import keep_freed_memory
 
 
 def best_of(repeats, fn) -> float:
@@ -55,7 +58,11 @@ def main() -> None:
     ap.add_argument("--nchw", dest="channels_last", action="store_false",
                     help="keep the default NCHW memory format instead of channels_last")
     ap.add_argument("--layers", nargs="+", default=["layer1", "layer2", "layer3", "layer4"])
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave the allocator as it is until the first extraction changes it")
     args = ap.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -80,8 +87,8 @@ def main() -> None:
     full = best_of(args.repeats, forward)
     n = args.images
     print(f"ResNet-18 random init, {n} images at {args.size}px, batch {args.batch_size}, "
-          f"{args.threads} threads, {'channels_last' if args.channels_last else 'NCHW'} "
-          f"(best of {args.repeats})")
+          f"{args.threads} threads, {'channels_last' if args.channels_last else 'NCHW'}, "
+          f"{'default malloc' if args.default_malloc else 'freed memory kept'} (best of {args.repeats})")
     print(f"full forward: {n / full:7.1f} img/s")
     print(f"{'layer':8} {'stopped fwd':>12} {'extraction':>11} {'extr/stopped':>13} {'median pair':>11} "
           f"{'extr/full':>10} {'maps MB':>8}")

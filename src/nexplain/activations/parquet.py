@@ -83,11 +83,12 @@ class MapsParquetWriter:
         self.columns, self.value_bytes, self.n_rows, self.metadata = columns, value_bytes, n_rows, metadata
         self.groups = [min(rows_per_group, n_rows - start) for start in range(0, n_rows, rows_per_group)]
         self.rows_per_group = rows_per_group
-        self.starts, at = [], 4  # after the magic
+        self.starts, self.headers, at = [], [], 4  # after the magic
         for rows in self.groups:  # where each group's chunks begin: image_id, then one per column
-            sizes = [len(_page_header(rows, 4 * rows)) + 4 * rows]
-            sizes += [len(_page_header(rows, value_bytes * rows)) + value_bytes * rows] * len(columns)
+            headers = [_page_header(rows, 4 * rows)] + [_page_header(rows, value_bytes * rows)] * len(columns)
+            sizes = [len(headers[0]) + 4 * rows] + [len(headers[1]) + value_bytes * rows] * len(columns)
             self.starts.append(at + np.concatenate([[0], np.cumsum(sizes[:-1])]))
+            self.headers.append(headers)
             at += sum(sizes)
         self.footer_at = at
         self.id_range = [[None, None] for _ in self.groups]
@@ -106,17 +107,16 @@ class MapsParquetWriter:
             start = stop
 
     def _write_rows(self, g: int, row: int, ids: np.ndarray, block) -> None:
-        rows, first = self.groups[g], row == 0
+        first = row == 0
         ids = np.ascontiguousarray(ids, "<i4")
         self.id_range[g] = [ids[0] if first else self.id_range[g][0], ids[-1]]
         values = self._contiguous(block)
         chunks = [(ids, 4)] + [(values[u], self.value_bytes) for u in range(len(self.columns))]
-        for start, (data, width) in zip(self.starts[g], chunks):
-            head = _page_header(rows, width * rows)
+        for start, head, (data, width) in zip(self.starts[g].tolist(), self.headers[g], chunks):
             if first:  # the page header goes in front of the chunk's first rows
-                _pwrite(self.fd, [head, data], int(start))
+                _pwrite(self.fd, [head, data], start)
             else:
-                _pwrite(self.fd, [data], int(start) + len(head) + row * width)
+                _pwrite(self.fd, [data], start + len(head) + row * width)
 
     def _contiguous(self, block) -> np.ndarray:
         """block (columns, B, width) as a float32 array whose [u] are C-contiguous: as is when
@@ -158,8 +158,7 @@ class MapsParquetWriter:
             id_stats = _struct((1, _BINARY, high), (2, _BINARY, low), (3, _I64, 0),  # 1, 2: for old readers
                                (5, _BINARY, high), (6, _BINARY, low))
             for k, name in enumerate(names):
-                width = 4 if k == 0 else self.value_bytes
-                size = len(_page_header(rows, width * rows)) + width * rows
+                size = len(self.headers[g][k]) + (4 if k == 0 else self.value_bytes) * rows
                 stats = id_stats if k == 0 else None
                 meta = _struct((1, _I32, _INT32 if k == 0 else _FIXED_LEN_BYTE_ARRAY),
                                (2, _LIST, (_I32, [_RLE, _PLAIN])), (3, _LIST, (_BINARY, [name])),
