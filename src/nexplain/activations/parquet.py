@@ -169,7 +169,7 @@ class MapsParquetWriter:
             sorting = _struct((1, _I32, 0), (2, _BOOL_TRUE, False), (3, _BOOL_TRUE, False))
             groups.append(_struct((1, _LIST, (_STRUCT, chunks)), (2, _I64, total), (3, _I64, rows),
                                   (4, _LIST, (_STRUCT, [sorting])), (5, _I64, int(self.starts[g][0])),
-                                  (6, _I64, total), (7, _I16, g)))
+                                  (6, _I64, total), (7, _I16, g if g < 1 << 15 else None)))  # ordinal: optional, i16
         key_values = [_struct((1, _BINARY, k), (2, _BINARY, v)) for k, v in self.metadata.items()]
         type_order = _struct((1, _STRUCT, _struct()))
         return _struct((1, _I32, 2), (2, _LIST, (_STRUCT, schema)), (3, _I64, self.n_rows),
