@@ -216,8 +216,8 @@ def _schema(meta: dict, layout: str) -> pa.Schema:
     return pa.schema(fields, metadata={META_KEY: _meta_json(meta, layout)})
 
 
-def _meta_json(meta: dict, layout: str) -> bytes:
-    return json.dumps({**meta, "layout": layout}, sort_keys=True).encode()
+def _meta_json(meta: dict, layout: str) -> str:
+    return json.dumps({**meta, "layout": layout}, sort_keys=True)
 
 
 def _rows_per_group(n_images, row_bytes, max_bytes) -> int:
@@ -235,7 +235,7 @@ def _maps_writer(path, layout, meta, n_images, max_bytes):
     rows = _rows_per_group(n_images, 4 * (layout.n_units * hw + 1), max_bytes)
     meta_json = _meta_json({**meta, "map_encoding": MAP_ENCODING}, MAPS_LAYOUT)
     return MapsParquetWriter(path, unit_columns(layout.n_units), 4 * hw, n_images, rows,
-                             {META_KEY.decode(): meta_json.decode()})
+                             {META_KEY.decode(): meta_json})
 
 
 class _SummaryWriter:

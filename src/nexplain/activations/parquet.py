@@ -13,10 +13,12 @@ Only the little of the Thrift compact protocol that a page header and footer nee
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import struct
 
 import numpy as np
+import torch
 
 # Thrift compact types, and the Parquet enum values used.
 _BOOL_TRUE, _BOOL_FALSE, _I16, _I32, _I64, _BINARY, _LIST, _STRUCT = 1, 2, 4, 5, 6, 8, 9, 12
@@ -83,12 +85,13 @@ class MapsParquetWriter:
         self.columns, self.value_bytes, self.n_rows, self.metadata = columns, value_bytes, n_rows, metadata
         self.groups = [min(rows_per_group, n_rows - start) for start in range(0, n_rows, rows_per_group)]
         self.rows_per_group = rows_per_group
-        self.starts, self.headers, at = [], [], 4  # after the magic
-        for rows in self.groups:  # where each group's chunks begin: image_id, then one per column
+        self.starts, self.headers, self.sizes, at = [], [], [], 4  # after the magic
+        for rows in self.groups:  # each group's chunks: image_id, then one per column
             headers = [_page_header(rows, 4 * rows)] + [_page_header(rows, value_bytes * rows)] * len(columns)
             sizes = [len(headers[0]) + 4 * rows] + [len(headers[1]) + value_bytes * rows] * len(columns)
-            self.starts.append(at + np.concatenate([[0], np.cumsum(sizes[:-1])]))
+            self.starts.append([at + before for before in itertools.accumulate(sizes, initial=0)][:-1])
             self.headers.append(headers)
+            self.sizes.append(sizes)
             at += sum(sizes)
         self.footer_at = at
         self.id_range = [[None, None] for _ in self.groups]
@@ -112,7 +115,7 @@ class MapsParquetWriter:
         self.id_range[g] = [ids[0] if first else self.id_range[g][0], ids[-1]]
         values = self._contiguous(block)
         chunks = [(ids, 4)] + [(values[u], self.value_bytes) for u in range(len(self.columns))]
-        for start, head, (data, width) in zip(self.starts[g].tolist(), self.headers[g], chunks):
+        for start, head, (data, width) in zip(self.starts[g], self.headers[g], chunks):
             if first:  # the page header goes in front of the chunk's first rows
                 _pwrite(self.fd, [head, data], start)
             else:
@@ -121,8 +124,6 @@ class MapsParquetWriter:
     def _contiguous(self, block) -> np.ndarray:
         """block (columns, B, width) as a float32 array whose [u] are C-contiguous: as is when
         they already are, else copied into a reused tile (so no fresh memory per batch)."""
-        import torch  # only writers have torch; readers of this module need not
-
         if block.stride(2) == 1 and block.stride(1) == block.shape[2]:
             return block.numpy()
         n = block.shape[1]
@@ -153,22 +154,20 @@ class MapsParquetWriter:
                            (4, _BINARY, name)) for name in self.columns]
         groups = []
         for g, rows in enumerate(self.groups):
-            chunks, total = [], 0
+            chunks, total = [], sum(self.sizes[g])
             low, high = (struct.pack("<i", v) for v in self.id_range[g])
             id_stats = _struct((1, _BINARY, high), (2, _BINARY, low), (3, _I64, 0),  # 1, 2: for old readers
                                (5, _BINARY, high), (6, _BINARY, low))
-            for k, name in enumerate(names):
-                size = len(self.headers[g][k]) + (4 if k == 0 else self.value_bytes) * rows
+            for k, (name, size) in enumerate(zip(names, self.sizes[g])):
                 stats = id_stats if k == 0 else None
                 meta = _struct((1, _I32, _INT32 if k == 0 else _FIXED_LEN_BYTE_ARRAY),
                                (2, _LIST, (_I32, [_RLE, _PLAIN])), (3, _LIST, (_BINARY, [name])),
                                (4, _I32, _UNCOMPRESSED), (5, _I64, rows), (6, _I64, size), (7, _I64, size),
-                               (9, _I64, int(self.starts[g][k])), (12, _STRUCT, stats))
+                               (9, _I64, self.starts[g][k]), (12, _STRUCT, stats))
                 chunks.append(_struct((2, _I64, 0), (3, _STRUCT, meta)))
-                total += size
             sorting = _struct((1, _I32, 0), (2, _BOOL_TRUE, False), (3, _BOOL_TRUE, False))
             groups.append(_struct((1, _LIST, (_STRUCT, chunks)), (2, _I64, total), (3, _I64, rows),
-                                  (4, _LIST, (_STRUCT, [sorting])), (5, _I64, int(self.starts[g][0])),
+                                  (4, _LIST, (_STRUCT, [sorting])), (5, _I64, self.starts[g][0]),
                                   (6, _I64, total), (7, _I16, g if g < 1 << 15 else None)))  # ordinal: optional, i16
         key_values = [_struct((1, _BINARY, k), (2, _BINARY, v)) for k, v in self.metadata.items()]
         type_order = _struct((1, _STRUCT, _struct()))
