@@ -33,7 +33,8 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     By default glibc returns each big tensor's memory to the kernel as it is freed, so every
     batch faults in fresh zeroed pages: a ResNet forward on 2 CPU cores spent a third of its
     time so (300,000 page faults per 512 images). Blocks under `limit` then come from the
-    heap and are reused; peak memory stays the peak of one batch. False where the C library
+    heap and are mostly reused (none of those faults in the extraction benchmark); peak
+    memory stays the peak of one batch. False where the C library
     is not glibc (nothing changes there).
     """
     try:
