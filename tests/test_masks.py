@@ -5,8 +5,7 @@ import pytest
 
 from broden_fixture import CONCEPT_NUMBERS, IMAGE_LEVEL_NUMBERS, IMAGES, SH, SW, write_broden_fixture
 from nexplain.compositional.masks import (AND, AND_NOT, OR, Bitmap, ConceptStore, Region, bitmap_and,
-                                          bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry,
-                                          region_and)
+                                          bitmap_andnot, bitmap_or, combine, intersect_counts, mask_geometry)
 from nexplain.data.broden import open_broden
 from nexplain.data.concepts import PackedMasks, build_concept_tables
 
@@ -95,19 +94,13 @@ def test_store_intersections(world):
     got[st.pair_concept[pairs], st.pair_image[pairs]] = counts
     np.testing.assert_array_equal(got, want)
     assert set(st.pair_image[pairs].tolist()) <= set(b.ids.tolist())
-    assert [st.concept_count(c, b) for c in range(len(masks))] == want.sum(1).tolist()
     a2 = rng.random(masks.shape[1:]) < 0.5
     b2 = Bitmap.from_dense(a2)
-    assert [st.concept_count(c, b, b2) for c in range(len(masks))] == \
-        (masks & a & a2).sum((1, 2, 3)).tolist()
     many = st.pair_counts_many([b, b2, Bitmap.empty(*a.shape[:1], a.shape[1:])])
     for got, bm in zip(many, [b, b2]):
         want_p, want_c = st.pair_counts(bm)
         assert np.array_equal(got[0], want_p) and np.array_equal(got[1], want_c)
     assert len(many[2][0]) == 0
-    inner = Bitmap.from_dense(a & a2)
-    assert [st.nested_counts(c, b, inner) for c in range(len(masks))] == \
-        list(zip((masks & a).sum((1, 2, 3)).tolist(), (masks & a & a2).sum((1, 2, 3)).tolist()))
 
 
 def test_store_geometry(world):
@@ -181,18 +174,49 @@ def test_combined_geometry_stays_valid(world):
             np.testing.assert_array_equal(reg.bitmap.to_dense(), dense)
 
 
-def test_region_and_keeps_valid_boxes(world):
-    masks, _, st = world
-    rng = np.random.default_rng(5)
-    for _ in range(20):
-        c = int(rng.integers(0, len(masks)))
-        a = rng.random(masks[c].shape) < 0.4
-        got = region_and(Bitmap.from_dense(a), st.region(c))
-        check_geometry(got, a & masks[c])  # the region's boxes bound A and c too
-        np.testing.assert_array_equal(got.bitmap.to_dense(), a & masks[c])
-        # the Y-only count of the search: c's rows read within these boxes
-        for other in range(len(masks)):
-            assert st.nested_counts(other, got)[0] == (a & masks[c] & masks[other]).sum()
+def unit_of(rng, masks):
+    """A random unit bitmap whose images include every case `unit_counts` takes apart:
+    A inside a concept, A missing it, A inside a formula, and random cells."""
+    a = rng.random(masks.shape[1:]) < 0.3
+    for n in range(a.shape[0]):
+        c = rng.integers(0, len(masks))
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            a[n] &= masks[c, n]       # A_n within c_n
+        elif kind == 1:
+            a[n] &= ~masks[c, n]      # A_n misses c_n
+        elif kind == 2:
+            a[n] = masks[c, n] & (rng.random(a.shape[1:]) < 0.7)
+    a[0] = False
+    return a
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (20, 37)])  # rows of one word, and of several
+def test_unit_counts_against_dense(shape):
+    rng = np.random.default_rng(11)
+    masks, level = random_concepts(rng, 8, 16, *shape)
+    st = ConceptStore.from_dense(masks, level)
+    ops = {OR: np.logical_or, AND: np.logical_and, AND_NOT: lambda x, y: x & ~y}
+    for _ in range(12):
+        a = unit_of(rng, masks)
+        A = Bitmap.from_dense(a)
+        units = [st.unit_cells(A, st.pair_counts(A)), st.unit_cells(A)]  # with and without per-pair counts
+        cs = rng.integers(0, len(masks), rng.integers(1, 4))
+        reg, dense = st.region(cs[0]), masks[cs[0]]
+        for c in cs[1:]:
+            op = rng.choice(list(ops))
+            reg, dense = combine(reg, op, st.region(c)), ops[op](dense, masks[c])
+        if rng.random() < 0.3:  # A inside the formula in some images
+            a[1:4] = dense[1:4]
+            A = Bitmap.from_dense(a)
+            units = [st.unit_cells(A, st.pair_counts(A)), st.unit_cells(A)]
+        for unit in units:
+            il = st.overlaps(unit, reg)
+            np.testing.assert_array_equal(il, (a & dense).sum((1, 2)))
+            for c in range(len(masks)):
+                want = (int((masks[c] & dense).sum()), int((masks[c] & dense & a).sum()))
+                assert st.unit_counts(c, reg, unit, il) == want
+                assert st.unit_counts(c, reg, unit, il, count_x=False) == (0, want[1])
 
 
 def test_store_from_packed_broden(tmp_path):

@@ -257,15 +257,8 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, ranges: list[Range], batch_s
                                           tuple(r.view(np.uint8) for r in out_rows))
     else:
         filled = _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size)
-    result = []
-    for j, f in enumerate(map(int, filled)):
-        # Trim, then drop the full-size buffer before trimming the next one.
-        ids_j, rows_j = out_ids[j], out_rows[j]
-        out_ids[j] = out_rows[j] = None
-        if f < len(ids_j):
-            ids_j, rows_j = ids_j[:f].copy(), rows_j[:f].copy()
-        result.append(Bitmap(ids_j, rows_j.view(np.uint8), n_images, shape))
-    return result
+    # The filled heads, not copies: the tails were never written, so they hold no memory
+    return [Bitmap(i[:f], r[:f].view(np.uint8), n_images, shape) for i, r, f in zip(out_ids, out_rows, map(int, filled))]
 
 
 def _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size):

@@ -97,40 +97,116 @@ def pair_counts(bits, pair_row, pair_box, img_pairs, img_ptr, ids, rows, where, 
 @njit(**JIT)
 def _seek(ids, lo, n):
     """Smallest i >= lo with i == len(ids) or ids[i] >= n, for sorted ids with ids[:lo] < n.
-    Gallops from lo: a walk over increasing n pays O(log gap) a step, not O(log len(ids))."""
-    bound, step = lo, 1
-    while bound < len(ids) and ids[bound] < n:
-        lo = bound + 1
-        bound += step
+    Gallops from lo, then bisects: a walk over increasing n pays O(log gap) a step, not
+    O(log len(ids)) (scalar: numpy's searchsorted on a slice cost more than the search)."""
+    hi, step = lo, 1
+    while hi < len(ids) and ids[hi] < n:
+        lo = hi + 1
+        hi = lo + step
         step *= 2
-    return lo + np.searchsorted(ids[lo:min(bound, len(ids))], n)
+    hi = min(hi, len(ids))
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ids[mid] < n:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @njit(**JIT)
-def concept_counts(bits, rows, images, c_box, outer, outer_ids, outer_box, inner, inner_ids, width):
-    """(|c and outer|, |c and inner|) over a concept's pairs (`rows`, `images` sorted, `c_box`),
-    `inner` a subset of `outer` (whose boxes are `outer_box`); reads each of c's rows once,
-    only where outer is set and both boxes meet, and only the rows both cover. An `inner` with no ids
-    costs nothing (its count is 0)."""
+def unit_counts(bits, rows, images, c_box, c_ic, l_rows, l_ids, l_box, a_rows, a_pos, a_span, a_img, il, count_x,
+                known, width):
+    """(X, Y) = (|c and L|, |c and L and A|) over concept c's pairs (`rows`, `images` sorted,
+    `c_box`; `c_ic` = |A_n and c_n| per pair) for a formula L (`l_rows`, sorted `l_ids`,
+    `l_box`) and a unit A (`a_pos[n]`: A's row of image n or -1, `a_span`: the words from
+    its first to its last set one, `a_img[n]` = |A_n|, `il[n]` = |A_n and L_n|).
+
+    Reads c's rows only where L is set and both boxes meet, and only the words both cover;
+    A's rows only within that and A's span. With `known`, Y_n comes from the per-image
+    counts where they fix it, without reading A: 0 where A_n misses L_n or c_n,
+    |A_n and L_n| where A_n lies in c_n, |A_n and c_n| where A_n lies in L_n. `count_x`
+    False: X is not counted (0) and only the images where A meets L are visited."""
     x = y = 0
-    i = j = 0  # merge positions in outer_ids, inner_ids: both walks go forward
+    i = 0  # merge position in l_ids: the walk goes forward
     for q in range(len(images)):
         n = images[q]
-        i = _seek(outer_ids, i, n)
-        if i == len(outer_ids):
-            break
-        if outer_ids[i] != n:
+        if il[n] == 0 and not count_x:
             continue
-        r0 = max(np.int64(c_box[q, 0]), np.int64(outer_box[i, 0]))
-        r1 = min(np.int64(c_box[q, 2]), np.int64(outer_box[i, 2]))
-        if r1 <= r0 or min(c_box[q, 3], outer_box[i, 3]) <= max(c_box[q, 1], outer_box[i, 1]):
+        i = _seek(l_ids, i, n)
+        if i == len(l_ids):
+            break
+        if l_ids[i] != n:
+            continue
+        r0 = max(np.int64(c_box[q, 0]), np.int64(l_box[i, 0]))
+        r1 = min(np.int64(c_box[q, 2]), np.int64(l_box[i, 2]))
+        if r1 <= r0 or min(c_box[q, 3], l_box[i, 3]) <= max(c_box[q, 1], l_box[i, 1]):
             continue  # the boxes do not meet
         w0, w1 = span(r0, r1, width)
-        x += and_count_span(outer, i, bits, rows[q], w0, w1)
-        j = _seek(inner_ids, j, n)
-        if j < len(inner_ids) and inner_ids[j] == n:
-            y += and_count_span(inner, j, bits, rows[q], w0, w1)
+        r, p = rows[q], a_pos[n]
+        v0 = v1 = w0  # the words where Y is read: none unless the counts leave it open
+        if p < 0 or il[n] == 0 or (known and c_ic[q] == 0):
+            pass
+        elif known and c_ic[q] == a_img[n]:
+            y += il[n]
+        elif known and il[n] == a_img[n]:
+            y += c_ic[q]
+        else:
+            v0, v1 = max(w0, a_span[p, 0]), min(w1, a_span[p, 1])
+        if v1 > v0:
+            dx, dy = _and3_count(l_rows, i, bits, r, a_rows, p, v0, v1)
+            x, y = x + dx, y + dy
+        else:
+            v0 = v1 = w1
+        if count_x:  # the words of the span outside [v0, v1)
+            x += and_count_span(l_rows, i, bits, r, w0, v0) + and_count_span(l_rows, i, bits, r, v1, w1)
+    return (x if count_x else 0), y
+
+
+@njit(**JIT)
+def _and3_count(l, i, c, j, a, p, w0, w1):
+    """(|l[i] and c[j]|, |l[i] and c[j] and a[p]|) over words w0 <= w < w1, in one pass;
+    j = -1: c is all ones."""
+    x = y = 0
+    rl, ra = l[i, w0:w1], a[p, w0:w1]
+    if j < 0:
+        for w in range(len(rl)):
+            x += _ctpop(rl[w])
+            y += _ctpop(rl[w] & ra[w])
+    else:
+        rc = c[j, w0:w1]
+        for w in range(len(rl)):
+            v = rl[w] & rc[w]
+            x += _ctpop(v)
+            y += _ctpop(v & ra[w])
     return x, y
+
+
+@njit(**JIT)
+def word_spans(a):
+    """(k, 2): the first set word of each row and one past its last (rows are not empty)."""
+    out = np.zeros((a.shape[0], 2), np.int64)
+    for i in range(a.shape[0]):
+        r = a[i]
+        w0, w1 = 0, len(r)
+        while w0 < w1 and r[w0] == 0:
+            w0 += 1
+        while w1 > w0 and r[w1 - 1] == 0:
+            w1 -= 1
+        out[i, 0], out[i, 1] = w0, w1
+    return out
+
+
+@njit(**JIT)
+def overlaps(a_rows, a_pos, l_rows, l_ids, l_box, width, out):
+    """out[n] = |A_n and L_n| for every image n of L (A's row `a_pos[n]`, -1: none), reading
+    only the words of L's box; out is left as is elsewhere."""
+    for i in range(len(l_ids)):
+        n = l_ids[i]
+        p = a_pos[n]
+        if p >= 0:
+            w0, w1 = span(np.int64(l_box[i, 0]), np.int64(l_box[i, 2]), width)
+            out[n] = and_count_span(l_rows, i, a_rows, p, w0, w1)
 
 
 @njit(**JIT)

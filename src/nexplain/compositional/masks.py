@@ -112,13 +112,6 @@ def bitmap_and(a: Bitmap, b: Bitmap) -> Bitmap:
     return Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape)
 
 
-def region_and(a: Bitmap, r: Region) -> Region:
-    """a AND r as a Region: r's boxes bound it too; its all-ones rectangles are left empty."""
-    ids, rows, _, ib = _and_rows(a, r.bitmap)
-    box = r.box[ib]
-    return Region(Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), box, np.zeros_like(box))
-
-
 def bitmap_andnot(a: Bitmap, b: Bitmap) -> Bitmap:
     """a AND NOT b, over a's images."""
     ids, rows, _ = _andnot_rows(a, b)
@@ -271,6 +264,17 @@ def combine(left: Region, op: str, right: Region) -> Region:
     return Region(Bitmap(ids, rows.view(np.uint8), a.n_images, a.shape), box, rect)
 
 
+@dataclass(frozen=True)
+class UnitCells:
+    """A unit's bitmap A indexed for per-concept counts (`ConceptStore.unit_cells`)."""
+
+    words: np.ndarray         # A's rows as uint64 words
+    pos: np.ndarray           # (N,) A's row of image n, -1 if none
+    spans: np.ndarray         # (k, 2) per row of A: its first set word and one past its last
+    cells: np.ndarray         # (N,) |A_n|
+    ic: np.ndarray | None     # (P,) |A_n and c_n| per pair, or None if not counted
+
+
 GEOMETRY_BYTES = 16 << 20  # unpacked cells per geometry batch: bounds memory at any scale
 
 
@@ -408,27 +412,39 @@ class ConceptStore:
         lo, hi = self.ptr[c], self.ptr[c + 1]
         return Region(self.bitmap(c), self.box[lo:hi], self.rect[lo:hi])
 
-    def concept_count(self, c: int, *bitmaps: Bitmap) -> int:
-        """|c and b1 and b2 ...|, touching only the rows of images all of them list."""
-        b = bitmaps[0]
-        for other in bitmaps[1:]:
-            b = bitmap_and(b, other)
-        return self.nested_counts(c, b)[0]
+    def overlaps(self, unit: UnitCells, region: Region) -> np.ndarray:
+        """|A_n and L_n| per image, (N,) int64, for a unit A and a formula L (its region)."""
+        out = np.zeros(self.n_images, np.int64)
+        bm = region.bitmap
+        kernels.overlaps(unit.words, unit.pos, kernels.words(bm.rows), bm.ids, region.box, self.shape[1], out)
+        return out
 
-    def nested_counts(self, c: int, outer: Bitmap | Region, inner: Bitmap | None = None) -> tuple[int, int]:
-        """(|c and outer|, |c and inner|) for `inner` a subset of `outer`, reading c's rows once
-        (within both bounding boxes when `outer` is a Region); no `inner`: (|c and outer|, 0)."""
+    def unit_counts(self, c: int, region: Region, unit: UnitCells, il: np.ndarray,
+                    count_x: bool = True) -> tuple[int, int]:
+        """(|c and L|, |c and L and A|) for a formula L (its region) and a unit A, with
+        il = `overlaps(unit, region)`; reads c's rows once, within both boxes, and A's rows
+        only where the per-image counts leave Y open (`kernels.unit_counts`). `count_x`
+        False: (0, Y), visiting only the images where A meets L."""
         lo, hi = self.ptr[c], self.ptr[c + 1]
-        if inner is None:
-            inner = Bitmap.empty(self.n_images, self.shape)
-        if isinstance(outer, Region):
-            outer, box = outer.bitmap, outer.box
-        else:
-            box = np.empty((len(outer.ids), 4), np.int16)
-            box[:] = (0, 0) + self.shape  # no box known: the whole image
-        return kernels.concept_counts(self.words, self.pair_row[lo:hi], self.pair_image[lo:hi], self.box[lo:hi],
-                                      kernels.words(outer.rows), outer.ids, box,
-                                      kernels.words(inner.rows), inner.ids, self.shape[1])
+        bm = region.bitmap
+        known = unit.ic is not None
+        ic = unit.ic[lo:hi] if known else np.zeros(0, np.int32)
+        return kernels.unit_counts(self.words, self.pair_row[lo:hi], self.pair_image[lo:hi], self.box[lo:hi], ic,
+                                   kernels.words(bm.rows), bm.ids, region.box, unit.words, unit.pos, unit.spans,
+                                   unit.cells, il, count_x, known, self.shape[1])
+
+    def unit_cells(self, A: Bitmap, pair_counts: tuple[np.ndarray, np.ndarray] | None = None) -> UnitCells:
+        """A indexed for `unit_counts`; `pair_counts` = `pair_counts(A)` if at hand, else
+        none are used (every Y is read from the rows)."""
+        pos = self.positions(A.ids)
+        cells = np.zeros(self.n_images, np.int64)
+        cells[A.ids] = A.per_image()
+        ic = None
+        if pair_counts is not None:
+            ic = np.zeros(len(self.pair_concept), np.int32)
+            ic[pair_counts[0]] = pair_counts[1]
+        words = kernels.words(A.rows)
+        return UnitCells(words, pos, kernels.word_spans(words), cells, ic)
 
     # --- all concepts at once ---
 

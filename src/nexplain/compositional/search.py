@@ -46,7 +46,7 @@ import numpy as np
 
 from nexplain.compositional import kernels
 from nexplain.compositional.formulas import AND, OPS, OR, Formula, leaf
-from nexplain.compositional.masks import Bitmap, ConceptStore, Region, bitmap_and, combine, region_and
+from nexplain.compositional.masks import Bitmap, ConceptStore, Region, bitmap_and, combine
 
 
 class Scored(NamedTuple):
@@ -135,14 +135,14 @@ class _Ctx:
         self.pairs, self.pair_counts = store.pair_counts(A) if pair_counts is None else pair_counts
         self.Z = np.bincount(store.pair_concept[self.pairs], weights=self.pair_counts,
                              minlength=store.n_concepts).astype(np.int64)
-        self.a_img = np.zeros(store.n_images, np.int64)
-        self.a_img[A.ids] = A.per_image()
+        self.unit = store.unit_cells(A, (self.pairs, self.pair_counts))
+        self.a_img = self.unit.cells
         self.nonempty = store.sizes > 0
         self.known: dict = {}  # canonical key -> exact IoU (equivalent formulas share it)
         self.memo: dict = {}   # written form -> `expansion`, for this search only
         self.xy: dict = {}     # (written form, c) -> (X, Y) counted by MMESH
-        self.als: dict = {}    # written form -> A and L, kept for one MMESH round only
-        self._ic = self._ic_by_image = None
+        self.ils: dict = {}    # written form -> |A_n and L_n| per image (N,)
+        self._ic_by_image = None
 
     def factor(self, length: int) -> float:
         return 1.0 if self.penalty is None else float(self.penalty) ** (length - 1)
@@ -168,19 +168,20 @@ class _Ctx:
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
         return hit[0]
 
-    def xy_counts(self, f: Formula, c: int, region: Region, al: Region) -> tuple[int, int]:
-        """(X, Y) = (|L and c|, |A and L and c|) for one concept; `region` = L's, `al` = A and L.
+    def xy_counts(self, f: Formula, c: int, region: Region) -> tuple[int, int]:
+        """(X, Y) = (|L and c|, |A and L and c|) for one concept; `region` = L's.
         X is unit-independent and cached; a miss counts both from one read of c's rows.
         Y <= min(X, Z_c, |A and L|): where one of them is 0, Y = 0 needs no read."""
         hit = self.cache.counts.get(f.key)
         if hit is None:
             hit = (np.zeros(self.store.n_concepts, np.int64), np.zeros(self.store.n_concepts, bool))
             self.cache.counts.put(f.key, hit, hit[0].nbytes + hit[1].nbytes)
-        y_open = self.Z[c] > 0 and len(al.bitmap.ids) > 0
-        if hit[1][c]:  # Y alone: c's rows within the boxes of A and L (L's)
+        il = self.il_per_image(f, region)
+        if hit[1][c]:  # Y alone: c's rows where A meets L
             x = int(hit[0][c])
-            return x, self.store.nested_counts(c, al)[0] if x and y_open else 0
-        x, y = self.store.nested_counts(c, region, al.bitmap if y_open else None)
+            y_open = x > 0 and self.Z[c] > 0
+            return x, self.store.unit_counts(c, region, self.unit, il, count_x=False)[1] if y_open else 0
+        x, y = self.store.unit_counts(c, region, self.unit, il)
         hit[0][c], hit[1][c] = x, True
         return x, y
 
@@ -190,11 +191,8 @@ class _Ctx:
         return int(hit[0][c]) if hit is not None and hit[1][c] else None
 
     def ic_of(self, pairs: np.ndarray | None = None) -> np.ndarray:
-        """|A_n and c_n| for pair ids (0 for pairs outside supp(A)); a dense (P,) table, made once."""
-        if self._ic is None:
-            self._ic = np.zeros(len(self.store.pair_concept), np.int32)
-            self._ic[self.pairs] = self.pair_counts
-        return self._ic if pairs is None else self._ic[pairs]
+        """|A_n and c_n| for pair ids (0 for pairs outside supp(A)); a dense (P,) table."""
+        return self.unit.ic if pairs is None else self.unit.ic[pairs]
 
     def ic_by_image(self) -> np.ndarray:
         """`ic_of()` in the store's image-major pair order (`ConceptStore.by_image`), made once."""
@@ -226,24 +224,20 @@ class _Ctx:
             hit = self.memo[f.written] = (n_l, i_l, data)
         return hit
 
-    def al(self, f: Formula, region: Region) -> Region:
-        """A and L for L = f (L's `region`), shared by the bounds and the counts of a round."""
-        hit = self.als.get(f.written)
-        if hit is None:
-            hit = self.als[f.written] = region_and(self.A, region)
-        return hit
-
     def il_per_image(self, f: Formula, region: Region) -> np.ndarray:
-        """|A_n and L_n| per image, (N,); a single concept's comes from the pair counts."""
-        out = np.zeros(self.store.n_images, np.int64)
-        if len(f) == 1:
-            c = f.leaves[0]
-            lo, hi = self.store.ptr[c], self.store.ptr[c + 1]
-            out[self.store.pair_image[lo:hi]] = self.ic_of(np.arange(lo, hi))
-        else:
-            al = self.al(f, region).bitmap
-            out[al.ids] = al.per_image()
-        return out
+        """|A_n and L_n| per image, (N,), made once per search; a single concept's comes from
+        the pair counts."""
+        hit = self.ils.get(f.written)
+        if hit is None:
+            if len(f) == 1:
+                c = f.leaves[0]
+                lo, hi = self.store.ptr[c], self.store.ptr[c + 1]
+                hit = np.zeros(self.store.n_images, np.int64)
+                hit[self.store.pair_image[lo:hi]] = self.ic_of(np.arange(lo, hi))
+            else:
+                hit = self.store.overlaps(self.unit, region)
+            self.ils[f.written] = hit
+        return hit
 
 
 def _may_meet(store: ConceptStore, f: Formula) -> np.ndarray:
@@ -419,15 +413,13 @@ def _mmesh_round(ctx: _Ctx, sel: _Selection, beam_entries) -> int:
                 if x is not None and _loses(sel, f, _x_bound(ctx, op[k], x, n_l, i_l, cc, y_range)
                                             * ctx.factor(len(f))):
                     continue
-                region = regions[li[k]]  # Y from A and L reads fewer rows than from A and L apart
-                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, region, ctx.al(left, region))
+                ctx.xy[left.written, cc] = ctx.xy_counts(left, cc, regions[li[k]])
             x, y = ctx.xy[left.written, cc] if counted else (0, 0)
             size = (n_l + int(st.sizes[cc]) - x, x, n_l - x)[op[k]]
             inter = (i_l + int(ctx.Z[cc]) - y, y, i_l - y)[op[k]]
             iou = ctx.known[f.key] = float(_iou(inter, size, ctx.total))
             visited += counted
         sel.add(f, iou, iou * ctx.factor(len(f)))
-    ctx.als.clear()  # A and L can be as large as A: never hold them past the round
     return visited
 
 
