@@ -21,7 +21,7 @@ Usage: python benchmarks/bench_broden_scale.py [--units 6] [--compare-beam 2]
    ReLU (about 2/3 of the values are zero). Cached as .npy (generation not timed).
 4. Per unit (timed, one process, one SearchCache across units as in a pipeline worker):
    clustered = `fit_clusters(k=5)` + `cluster_bitmaps` + per cluster
-   `mmesh_search(length=3, beam=5, start_beam=10)` + `explanation_metrics(A, evaluate(f))`;
+   `mmesh_search(length=3, beam=5, start_beam=10)` + `formula_metrics(A, f)` (as the pipeline);
    CoEx = `top_bitmap` + `mmesh_search(length=3, beam=5)` + metrics. Optionally the
    exhaustive `beam_search` for comparison, and the first units again in a fork pool of
    `--workers` processes (as `explain_layer`) for a measured 2-core throughput.
@@ -51,9 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from nexplain.compositional import bitmaps as nbm  # noqa: E402
-from nexplain.compositional.formulas import evaluate, to_str  # noqa: E402
+from nexplain.compositional.formulas import to_str  # noqa: E402
 from nexplain.compositional.masks import ConceptStore, popcount_rows  # noqa: E402
-from nexplain.compositional.metrics import explanation_metrics  # noqa: E402
+from nexplain.compositional.metrics import formula_metrics  # noqa: E402
 from nexplain.compositional.search import SearchCache, beam_search, mmesh_search  # noqa: E402
 from nexplain.compositional.store import open_store  # noqa: E402
 from nexplain.data.concepts import BITORDER, pack_masks, row_bytes_for  # noqa: E402
@@ -293,7 +293,7 @@ def explain_unit(job):
         res = mmesh_search(A, store, length=3, beam=5, start_beam=10, cache=cache, pair_counts=counts[j])
         cl["t_search"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        m = explanation_metrics(A, evaluate(res.formula, store)) if res.formula is not None else {}
+        m = formula_metrics(A, res.formula, store) if res.formula is not None else {}
         cl["t_metrics"] = time.perf_counter() - t0
         cl.update(formula=to_str(res.formula) if res.formula else None, iou=res.iou,
                   visited=res.visited, visited_compound=res.visited_compound,
@@ -309,7 +309,7 @@ def explain_unit(job):
     res = mmesh_search(A, store, length=3, beam=5, cache=cache)
     r["coex_t_search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    m = explanation_metrics(A, evaluate(res.formula, store)) if res.formula is not None else {}
+    m = formula_metrics(A, res.formula, store) if res.formula is not None else {}
     r["coex_t_metrics"] = time.perf_counter() - t0
     r["t_coex"] = time.perf_counter() - t_all
     r.update(coex_formula=to_str(res.formula) if res.formula else None, coex_iou=res.iou,

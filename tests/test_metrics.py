@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from nexplain.compositional.masks import Bitmap
+from nexplain.compositional.formulas import OPS, evaluate, leaf
+from nexplain.compositional.masks import Bitmap, ConceptStore
 from nexplain.compositional.metrics import (activation_coverage, detection_accuracy, explanation_coverage,
-                                            explanation_metrics, iou, label_masking, sample_coverage)
+                                            explanation_metrics, formula_metrics, iou, label_masking,
+                                            sample_coverage)
 
 # 4 images of 2 x 2 cells.
 A = np.array([[[1, 1], [0, 0]],    # 2 cells
@@ -73,6 +75,26 @@ def test_mismatched_bitmaps_rejected():
 
 
 # --- label masking ---------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5, 7), (19, 30)])
+def test_formula_metrics_equal_those_of_the_built_formula(shape):
+    rng = np.random.default_rng(3)
+    n_c, n = 7, 25
+    masks = rng.random((n_c, n) + shape) < rng.uniform(0.05, 0.6, (n_c, 1, 1, 1))
+    masks &= rng.random((n_c, n, 1, 1)) < 0.6           # each concept absent from some images
+    level = rng.random((n_c, n)) < 0.1                   # and image-level labels
+    masks[2] = False                                     # an empty concept
+    masks |= level[:, :, None, None]
+    st = ConceptStore.from_dense(masks, level)
+    a = rng.random((n,) + shape) < 0.3
+    a[:3] = False
+    A = Bitmap.from_dense(a, n_images=n)
+    for _ in range(60):
+        f = leaf(int(rng.integers(n_c)))
+        for _ in range(rng.integers(0, 4)):
+            f = f.extend(OPS[rng.integers(3)], int(rng.integers(n_c)))
+        assert formula_metrics(A, f, st) == explanation_metrics(A, evaluate(f, st)), f.written
+
 
 def unit_fn(x):
     """A tiny 'unit': 2x2 average pooling of a (B, 1, 4, 4) input -> (B, 2, 2)."""

@@ -24,7 +24,7 @@ from nexplain.activations.read import read_meta, read_unit_maps
 from nexplain.compositional import bitmaps, exact, formulas, search
 from nexplain.compositional.atoms import atoms_of
 from nexplain.compositional.masks import Bitmap
-from nexplain.compositional.metrics import explanation_metrics
+from nexplain.compositional.metrics import formula_metrics
 from nexplain.compositional.store import open_store
 from nexplain.errors import ConfigError, DataError
 from nexplain.units import select_units
@@ -110,7 +110,7 @@ def _row(unit, cluster, lo, hi, A: Bitmap, found, store, names, status=None) -> 
     if status is not None:
         return {**row, "status": status}
     f = result.formula
-    m = explanation_metrics(A, formulas.evaluate(f, store))
+    m = formula_metrics(A, f, store)
     return {**row, "status": "ok", "formula": formulas.to_str(f, names),
             "concept_ids": list(formulas.concepts(f)), "length": len(f),
             **{k: float(m[k]) for k in METRICS}, "score": float(result.score)}

@@ -210,6 +210,67 @@ def overlaps(a_rows, a_pos, l_rows, l_ids, l_box, width, out):
 
 
 @njit(**JIT)
+def _apply(buf, row, op):
+    """buf = row (op -1), buf OR row (0), buf AND row (1), buf AND NOT row (2)."""
+    if op < 0:
+        buf[:] = row
+    elif op == 0:
+        for w in range(len(buf)):
+            buf[w] |= row[w]
+    elif op == 1:
+        for w in range(len(buf)):
+            buf[w] &= row[w]
+    else:
+        for w in range(len(buf)):
+            buf[w] &= ~row[w]
+
+
+@njit(**JIT)
+def formula_counts(bits, full, pair_row, pair_image, lo, hi, ops, a, a_pos):
+    """(|L|, |A and L|, images where L is set, images where A and L is) for a left-deep
+    formula L over leaves whose pairs are lo[t]:hi[t] (image-sorted; row -1 = `full`),
+    joined by `ops` (0 OR, 1 AND, 2 AND NOT), and a unit A (`a`, `a_pos[n]`: A's row or
+    -1). Builds each image's row of L in a one-row buffer: L is never stored."""
+    k, nw = len(lo), len(full)
+    cur = lo.copy()
+    buf = np.empty(nw, np.uint64)
+    n_l = n_inter = l_images = hit = 0
+    while True:
+        n = -1  # the next image any leaf holds
+        for t in range(k):
+            if cur[t] < hi[t] and (n < 0 or pair_image[cur[t]] < n):
+                n = pair_image[cur[t]]
+        if n < 0:
+            break
+        for t in range(k):
+            op = -1 if t == 0 else ops[t - 1]
+            if cur[t] < hi[t] and pair_image[cur[t]] == n:
+                r = pair_row[cur[t]]
+                cur[t] += 1
+                if r < 0:
+                    _apply(buf, full, op)
+                else:
+                    _apply(buf, bits[r], op)
+            elif op == -1 or op == 1:  # an absent first leaf, or AND with one: empty
+                buf[:] = 0
+        s = 0
+        for w in range(nw):
+            s += _ctpop(buf[w])
+        if s == 0:
+            continue
+        n_l += s
+        l_images += 1
+        p = a_pos[n]
+        if p >= 0:
+            ra, si = a[p], 0
+            for w in range(nw):
+                si += _ctpop(buf[w] & ra[w])
+            n_inter += si
+            hit += si > 0
+    return n_l, n_inter, l_images, hit
+
+
+@njit(**JIT)
 def matches(a_ids, b_ids):
     """Positions (ia, ib) with a_ids[ia] == b_ids[ib], by a merge join of the sorted ids."""
     ia = np.empty(min(len(a_ids), len(b_ids)), np.int64)

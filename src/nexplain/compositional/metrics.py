@@ -11,7 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-from nexplain.compositional.masks import Bitmap, intersect_counts
+from nexplain.compositional import kernels
+from nexplain.compositional.formulas import Formula
+from nexplain.compositional.masks import OPS, Bitmap, ConceptStore, intersect_counts
 
 METRICS = ("iou", "detection_accuracy", "activation_coverage", "sample_coverage",
            "explanation_coverage")
@@ -28,10 +30,28 @@ def explanation_metrics(a: Bitmap, label: Bitmap) -> dict:
                          f"{label.n_images} images of {label.shape}")
     a_cells, l_cells = a.per_image(), label.per_image()
     _, inter = intersect_counts(a, label)  # only images both list can intersect
-    n_inter, n_a, n_l = int(inter.sum()), int(a_cells.sum()), int(l_cells.sum())
-    hit = int(np.count_nonzero(inter))
     # Bitmaps keep no empty rows, but count non-empty ones anyway to be safe.
-    a_images, l_images = int(np.count_nonzero(a_cells)), int(np.count_nonzero(l_cells))
+    return _metrics(int(inter.sum()), int(a_cells.sum()), int(l_cells.sum()), int(np.count_nonzero(inter)),
+                    int(np.count_nonzero(a_cells)), int(np.count_nonzero(l_cells)))
+
+
+def formula_metrics(a: Bitmap, f: Formula, store: ConceptStore) -> dict:
+    """`explanation_metrics(a, evaluate(f, store))`, the same numbers, without building the
+    formula's bitmap: each image's row of it is made, counted and dropped
+    (`kernels.formula_counts`)."""
+    if a.n_images != store.n_images or tuple(a.shape) != tuple(store.shape):
+        raise ValueError(f"bitmaps differ: {a.n_images} images of {a.shape} vs "
+                         f"{store.n_images} images of {store.shape}")
+    leaves = np.asarray(f.leaves, np.int64)
+    ops = np.array([OPS.index(op) for op in f.ops], np.int64)
+    a_cells = a.per_image()
+    n_l, n_inter, l_images, hit = kernels.formula_counts(
+        store.words, kernels.words(store.full_row[None])[0], store.pair_row, store.pair_image, store.ptr[leaves],
+        store.ptr[leaves + 1], ops, kernels.words(a.rows), store.positions(a.ids))
+    return _metrics(n_inter, int(a_cells.sum()), n_l, hit, int(np.count_nonzero(a_cells)), l_images)
+
+
+def _metrics(n_inter: int, n_a: int, n_l: int, hit: int, a_images: int, l_images: int) -> dict:
     return {
         "iou": _ratio(n_inter, n_a + n_l - n_inter),
         "detection_accuracy": _ratio(n_inter, n_l),

@@ -14,8 +14,9 @@ Y_c = |A and L and c| give every candidate `L op c` by inclusion-exclusion:
 supp(A and L)). `mmesh_search` first bounds every candidate's IoU from per-image
 areas, boxes and all-ones rectangles (docs/methods.md, unrounded, plus the extra
 valid bounds noted in `_estimates` and `_coarse`), then counts exactly only the
-(L, c) pairs it visits in bound order, stopping when the beam is full and the next
-bound is strictly below the beam's worst score. Since the bound is >= the score in
+(L, c) pairs it visits in bound order (one pass over c's, L's and A's rows, A's only
+where per-image counts leave Y open: `ConceptStore.unit_counts`), stopping when the beam
+is full and the next bound is strictly below the beam's worst score. Since the bound is >= the score in
 floating point too (both are one correctly rounded division of exact integers, then
 the same penalty factor), both return the same beam. A pair needs no count when X = 0
 is proven: disjoint boxes in every image, or c never sharing a cell with L's positive
@@ -206,8 +207,9 @@ class _Ctx:
 
         MMESH bounds below `floor` (a score no candidate below can reach the beam with) may
         stay coarse. Memoised for the search (a formula that survives a round is expanded
-        again in the next, with a floor as high or higher); the bitmap A and L itself is
-        transient, as it can be large."""
+        again in the next, with a floor as high or higher). MMESH never builds the bitmap
+        A and L (its counts read A's rows beside L's); the exact round's is transient, as it
+        can be large."""
         hit = self.memo.get(f.written)
         if hit is None:
             region, areas = self.formed(f)
