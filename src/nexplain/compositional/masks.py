@@ -6,8 +6,9 @@ range, a concept, a formula. Rows use the layout of `nexplain.data.concepts` (bi
 
 Also here: set operations between bitmaps restricted to the images where the result
 can be set; `Region` (a bitmap with per-image bounding boxes and all-ones rectangles,
-the geometry MMESH bounds need); and `ConceptStore`, the search-side view of all
-concept masks with per-(concept, image) statistics and an image-major index.
+the geometry MMESH bounds need); `ConceptStore`, the search-side view of all
+concept masks with per-(concept, image) statistics and an image-major index; and
+`UnitCells`, a unit's bitmap indexed for the store's per-concept counts.
 """
 
 from __future__ import annotations
