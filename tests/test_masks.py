@@ -200,7 +200,7 @@ def test_unit_counts_against_dense(shape):
     for _ in range(12):
         a = unit_of(rng, masks)
         A = Bitmap.from_dense(a)
-        units = [st.unit_cells(A, st.pair_counts(A)), st.unit_cells(A)]  # with and without per-pair counts
+        units = [st.unit_cells(A, st.pair_counts(A)), st.unit_cells(A)]  # per-pair counts given, or counted
         cs = rng.integers(0, len(masks), rng.integers(1, 4))
         reg, dense = st.region(cs[0]), masks[cs[0]]
         for c in cs[1:]:

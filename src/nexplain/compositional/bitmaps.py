@@ -258,7 +258,8 @@ def _bitmaps(image_ids, maps, n_images, mask_shape, ranges: list[Range], batch_s
     else:
         filled = _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size)
     # The filled heads, not copies: the tails were never written, so they hold no memory
-    return [Bitmap(i[:f], r[:f].view(np.uint8), n_images, shape) for i, r, f in zip(out_ids, out_rows, map(int, filled))]
+    return [Bitmap(i[:f], r[:f].view(np.uint8), n_images, shape)
+            for i, r, f in zip(out_ids, out_rows, map(int, filled))]
 
 
 def _fill_by_torch(maps, ids, order, shape, bounds, clip_lo, clip_hi, out_ids, out_rows, batch_size):

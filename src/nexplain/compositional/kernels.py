@@ -116,15 +116,15 @@ def _seek(ids, lo, n):
 
 @njit(**JIT)
 def unit_counts(bits, rows, images, c_box, c_ic, l_rows, l_ids, l_box, a_rows, a_pos, a_span, a_img, il, count_x,
-                known, width):
+                width):
     """(X, Y) = (|c and L|, |c and L and A|) over concept c's pairs (`rows`, `images` sorted,
     `c_box`; `c_ic` = |A_n and c_n| per pair) for a formula L (`l_rows`, sorted `l_ids`,
     `l_box`) and a unit A (`a_pos[n]`: A's row of image n or -1, `a_span`: the words from
     its first to its last set one, `a_img[n]` = |A_n|, `il[n]` = |A_n and L_n|).
 
     Reads c's rows only where L is set and both boxes meet, and only the words both cover;
-    A's rows only within that and A's span. With `known`, Y_n comes from the per-image
-    counts where they fix it, without reading A: 0 where A_n misses L_n or c_n,
+    A's rows only within that and A's span, and only where the per-image counts leave
+    Y_n open: it is 0 where A_n misses L_n or c_n,
     |A_n and L_n| where A_n lies in c_n, |A_n and c_n| where A_n lies in L_n. `count_x`
     False: X is not counted (0) and only the images where A meets L are visited."""
     x = y = 0
@@ -145,11 +145,11 @@ def unit_counts(bits, rows, images, c_box, c_ic, l_rows, l_ids, l_box, a_rows, a
         w0, w1 = span(r0, r1, width)
         r, p = rows[q], a_pos[n]
         v0 = v1 = w0  # the words where Y is read: none unless the counts leave it open
-        if p < 0 or il[n] == 0 or (known and c_ic[q] == 0):
+        if p < 0 or il[n] == 0 or c_ic[q] == 0:
             pass
-        elif known and c_ic[q] == a_img[n]:
+        elif c_ic[q] == a_img[n]:
             y += il[n]
-        elif known and il[n] == a_img[n]:
+        elif il[n] == a_img[n]:
             y += c_ic[q]
         else:
             v0, v1 = max(w0, a_span[p, 0]), min(w1, a_span[p, 1])

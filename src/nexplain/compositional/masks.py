@@ -273,7 +273,7 @@ class UnitCells:
     pos: np.ndarray           # (N,) A's row of image n, -1 if none
     spans: np.ndarray         # (k, 2) per row of A: its first set word and one past its last
     cells: np.ndarray         # (N,) |A_n|
-    ic: np.ndarray | None     # (P,) |A_n and c_n| per pair, or None if not counted
+    ic: np.ndarray            # (P,) |A_n and c_n| per pair
 
 
 GEOMETRY_BYTES = 16 << 20  # unpacked cells per geometry batch: bounds memory at any scale
@@ -428,22 +428,18 @@ class ConceptStore:
         False: (0, Y), visiting only the images where A meets L."""
         lo, hi = self.ptr[c], self.ptr[c + 1]
         bm = region.bitmap
-        known = unit.ic is not None
-        ic = unit.ic[lo:hi] if known else np.zeros(0, np.int32)
-        return kernels.unit_counts(self.words, self.pair_row[lo:hi], self.pair_image[lo:hi], self.box[lo:hi], ic,
-                                   kernels.words(bm.rows), bm.ids, region.box, unit.words, unit.pos, unit.spans,
-                                   unit.cells, il, count_x, known, self.shape[1])
+        return kernels.unit_counts(self.words, self.pair_row[lo:hi], self.pair_image[lo:hi], self.box[lo:hi],
+                                   unit.ic[lo:hi], kernels.words(bm.rows), bm.ids, region.box, unit.words, unit.pos,
+                                   unit.spans, unit.cells, il, count_x, self.shape[1])
 
     def unit_cells(self, A: Bitmap, pair_counts: tuple[np.ndarray, np.ndarray] | None = None) -> UnitCells:
-        """A indexed for `unit_counts`; `pair_counts` = `pair_counts(A)` if at hand, else
-        none are used (every Y is read from the rows)."""
+        """A indexed for `unit_counts`; `pair_counts` = `pair_counts(A)` if at hand."""
+        pairs, counts = self.pair_counts(A) if pair_counts is None else pair_counts
         pos = self.positions(A.ids)
         cells = np.zeros(self.n_images, np.int64)
         cells[A.ids] = A.per_image()
-        ic = None
-        if pair_counts is not None:
-            ic = np.zeros(len(self.pair_concept), np.int32)
-            ic[pair_counts[0]] = pair_counts[1]
+        ic = np.zeros(len(self.pair_concept), np.int32)
+        ic[pairs] = counts
         words = kernels.words(A.rows)
         return UnitCells(words, pos, kernels.word_spans(words), cells, ic)
 
